@@ -1,0 +1,26 @@
+r"""Train-step benchmark, BERT-mini (4 layers, hidden 256, 4 heads), seq 128, batch 32, vocab 30522.
+
+    python launch.py bench --config configs/bench/bert_mini.py                     # sparse MLM head (as trained)
+    python launch.py bench --config configs/bench/bert_mini.py --config.bench.head=dense   # peers' work
+
+Prints one JSON line: tokens/s, MFU against the fp32 matmul peak measured in the same process, compile time,
+peak memory. Expected on 2 shared CPU cores: about 1 minute; see README for the table against ../shared/bench.
+Other sizes: --config.model.num_layers / hidden_size / num_heads / mlp_dim, e.g. BERT-tiny = 2/128/2/512,
+BERT-small = 4/512/8/2048.
+"""
+
+import ml_collections
+
+from plm_jax.config_base import mlm_pretrain_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = mlm_pretrain_config()
+    config.model.update(vocab_size=30522, num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024, max_len=512)
+    config.data.seq_len = 128
+    config.train.update(batch_size=32, steps=1000, warmup_steps=100)
+    config.mesh.update(data=1, fsdp=1, tensor=1)
+    config.bench = ml_collections.ConfigDict(
+        dict(name="bert_mini", head="sparse", steps=5, measure_peak=True, peak_flops=0.0)
+    )
+    return config

@@ -1,0 +1,113 @@
+"""plm_jax's one command line.
+
+    python launch.py pretrain  --config configs/quickstart.py --workdir runs/quickstart [--config.train.steps=…]
+    python launch.py tokenizer --config configs/quickstart.py --output runs/spm.model
+    python launch.py bench     --config configs/bench/bert_mini.py
+
+Errors that come from the user's input (config, files, checkpoints) are printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides real messages
+
+from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+COMMANDS = ("pretrain", "tokenizer", "bench")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path of a Python config file (get_config()).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, logs, metrics (pretrain).")
+_OUTPUT = flags.DEFINE_string("output", None, "Where `tokenizer` writes the SentencePiece model.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "`tokenizer`: replace an existing model file.")
+
+
+class UserError(Exception):
+    """A problem with the user's input; printed without a traceback."""
+
+
+def _require(value: str | None, flag: str, command: str) -> str:
+    if not value:
+        raise UserError(f"`{command}` needs --{flag}")
+    return value
+
+
+def run(command: str) -> None:
+    config = _CONFIG.value
+    if config is None:
+        raise UserError(f"`{command}` needs --config=<path to a config .py file>")
+    if command == "pretrain":
+        from plm_jax.train.pretrain import pretrain
+
+        results = pretrain(config, _require(_WORKDIR.value, "workdir", command))
+        start, end = results.get("eval_at_start"), results.get("eval_at_end")
+        if start and end:
+            print(f"held-out masked-token accuracy {start['accuracy']:.4f} -> {end['accuracy']:.4f}, "
+                  f"loss {start['loss']:.3f} -> {end['loss']:.3f} after {results['steps']} steps")
+        if results.get("curves"):
+            print(f"curves: {results['curves']}")
+    elif command == "tokenizer":
+        from plm_jax.data import sources
+        from plm_jax.data.tokenizer import train_tokenizer
+
+        output = _require(_OUTPUT.value, "output", command)
+        if os.path.exists(output) and not _OVERWRITE.value:
+            raise UserError(f"{output} exists; pass --overwrite to replace it")
+        docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
+        tok = train_tokenizer(docs, config.model.vocab_size, output, seed=config.seed, overwrite=_OVERWRITE.value)
+        print(f"wrote {output}: {tok.vocab_size} pieces")
+    elif command == "bench":
+        from plm_jax.train.bench import run_bench
+
+        run_bench(config)
+
+
+def main(argv: list[str]) -> None:
+    args = [a for a in argv[1:]]
+    if len(args) != 1 or args[0] not in COMMANDS:
+        print(f"usage: python launch.py {{{'|'.join(COMMANDS)}}} --config=… [flags]   (got {args})", file=sys.stderr)
+        sys.exit(2)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and JAX narrate every save at INFO
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("plm_jax").setLevel(logging.INFO)
+    from plm_jax.errors import USER_ERRORS
+
+    try:
+        run(args[0])
+    except (UserError, *USER_ERRORS) as e:
+        if os.environ.get("PLM_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with one-line errors for an unknown `--config.x.y` key or a bad value."""
+    try:
+        remaining = flags.FLAGS(argv)
+        if _CONFIG.value is not None:
+            _CONFIG.value.keys()  # config_flags defers a file that failed to load to first use
+        return remaining
+    except flags.Error as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    except OSError as e:  # the config file is missing or does not load
+        raise UserError(" ".join(str(e).split())) from None
+    except (AttributeError, KeyError) as e:  # ml_collections: an override names a key the config lacks
+        detail = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
+        keys = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+        bad = [k for k in keys if any(f"'{part}'" in detail for part in k.split(".")[1:])]
+        raise UserError(f"unknown config key {bad[0] if bad else ''} ({detail})") from None
+
+
+if __name__ == "__main__":
+    try:
+        remaining = _parse_flags(sys.argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main(remaining)

@@ -1,0 +1,5 @@
+"""Packaged corpora as TFDS builders; importing this package registers them with TFDS."""
+
+from plm_jax.data.corpora.wiki_offline import PlmWikiOffline
+
+__all__ = ["PlmWikiOffline"]

@@ -1,0 +1,169 @@
+"""SentencePiece tokenizer: one model, used in the tf.data graph (tf_text) and in Python (sentencepiece).
+
+The special pieces sit at fixed ids so that packing and masking can rely on them, and [CLS]/[SEP]/[MASK] are
+SentencePiece *control* symbols: plain text (even text containing the string "[MASK]") never encodes to them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator
+
+import sentencepiece as spm
+
+SPECIAL_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_PIECES))
+
+# SentencePiece skips (does not crash on) sentences longer than max_sentence_length bytes. We cut long texts
+# into chunks of at most _CHUNK_CHARS characters; a UTF-8 character is at most 4 bytes, so the limit holds.
+_CHUNK_CHARS = 8192
+_MAX_SENTENCE_BYTES = 4 * _CHUNK_CHARS
+
+
+class Tokenizer:
+    """A SentencePiece model with the project's special ids, usable both in Python and inside tf.data."""
+
+    def __init__(self, model_bytes: bytes, *, source: str = "<bytes>"):
+        self.model_bytes = bytes(model_bytes)
+        self._source = source
+        self._sp = _load_processor(self.model_bytes, source)
+        _check_special_pieces(self._sp, source)
+        self.vocab_size: int = self._sp.GetPieceSize()
+        self.pad_id, self.unk_id, self.cls_id = PAD_ID, UNK_ID, CLS_ID
+        self.sep_id, self.mask_id = SEP_ID, MASK_ID
+        controls = {i for i in range(self.vocab_size) if self._sp.IsControl(i)}
+        self.special_ids: tuple[int, ...] = tuple(sorted(controls | {PAD_ID, CLS_ID, SEP_ID, MASK_ID}))
+        self._tf_tokenizer = None
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self._source!r}, vocab_size={self.vocab_size})"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._sp.EncodeAsIds(text))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._sp.DecodeIds([int(i) for i in ids])
+
+    def tf_tokenize(self, texts):
+        """Tokenizes tf.string in the TF graph: scalar -> 1-D int32 tensor, [B] -> RaggedTensor [B, None]."""
+        import tensorflow as tf
+
+        if self._tf_tokenizer is None:
+            import tensorflow_text as tf_text
+
+            # init_scope: the SentencePiece resource is created once, eagerly, even when the first call
+            # happens while tf.data traces a map function.
+            with tf.init_scope():
+                self._tf_tokenizer = tf_text.SentencepieceTokenizer(model=self.model_bytes, out_type=tf.int32)
+        return self._tf_tokenizer.tokenize(texts)
+
+
+def _load_processor(model_bytes: bytes, source: str) -> spm.SentencePieceProcessor:
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.LoadFromSerializedProto(model_bytes)
+    except (RuntimeError, OSError, TypeError) as e:
+        raise ValueError(f"not a SentencePiece model: {source} ({str(e).strip().splitlines()[0]})") from None
+    if sp.GetPieceSize() <= len(SPECIAL_PIECES):
+        raise ValueError(f"not a usable SentencePiece model (vocabulary of {sp.GetPieceSize()}): {source}")
+    return sp
+
+
+def _check_special_pieces(sp: spm.SentencePieceProcessor, source: str) -> None:
+    found = tuple(sp.IdToPiece(i) for i in range(len(SPECIAL_PIECES)))
+    if found != SPECIAL_PIECES:
+        raise ValueError(f"tokenizer {source} has pieces {found} at ids 0-4, expected {SPECIAL_PIECES}")
+    not_control = [SPECIAL_PIECES[i] for i in (CLS_ID, SEP_ID, MASK_ID) if not sp.IsControl(i)]
+    if not_control:
+        raise ValueError(f"tokenizer {source}: {not_control} must be control symbols (text encodes to them)")
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Loads a SentencePiece model file, checking that it has the project's special ids."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer model not found: {path}")
+    with open(path, "rb") as f:
+        return Tokenizer(f.read(), source=path)
+
+
+def _training_sentences(texts: Iterable[str], max_sentences: int) -> Iterator[str]:
+    """Lines of the texts cut to a length SentencePiece accepts, empty ones dropped, at most max_sentences."""
+    n = 0
+    for text in texts:
+        for line in text.splitlines():
+            line = line.strip()
+            for start in range(0, len(line), _CHUNK_CHARS):
+                if n >= max_sentences:
+                    return
+                yield line[start : start + _CHUNK_CHARS]
+                n += 1
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    out_path: str | os.PathLike,
+    *,
+    max_sentences: int = 200_000,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Tokenizer:
+    """Trains a unigram SentencePiece model in-process and writes it atomically to out_path.
+
+    Deterministic: the first max_sentences lines are used (no reservoir sampling), one thread, fixed seed.
+    """
+    out_path = os.fspath(out_path)
+    if os.path.exists(out_path) and not overwrite:
+        raise FileExistsError(f"tokenizer model exists (pass overwrite=True to replace it): {out_path}")
+    if vocab_size <= len(SPECIAL_PIECES):
+        raise ValueError(f"vocab_size must exceed the {len(SPECIAL_PIECES)} special pieces, got {vocab_size}")
+    sentences = list(_training_sentences(texts, max_sentences))
+    if not sentences:
+        raise ValueError(f"no text to train the tokenizer for {out_path}")
+    spm.set_random_generator_seed(seed)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type="unigram",
+            character_coverage=0.9995,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=-1,
+            eos_id=-1,
+            pad_piece=SPECIAL_PIECES[PAD_ID],
+            unk_piece=SPECIAL_PIECES[UNK_ID],
+            control_symbols=list(SPECIAL_PIECES[CLS_ID:]),
+            num_threads=1,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            max_sentence_length=_MAX_SENTENCE_BYTES,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1]
+        raise ValueError(f"tokenizer training failed for {out_path}: {reason}") from None
+    tokenizer = Tokenizer(model.getvalue(), source=out_path)
+    _write_atomic(out_path, tokenizer.model_bytes)
+    return tokenizer
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Writes via a temporary file in the same folder, so readers never see a half-written model."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+

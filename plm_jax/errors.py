@@ -1,0 +1,7 @@
+"""Exceptions that describe bad user input (config, files, checkpoints): the CLI prints them as one line.
+
+Set PLM_DEBUG=1 to get the traceback as well.
+"""
+
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                            UnicodeError)

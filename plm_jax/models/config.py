@@ -1,0 +1,66 @@
+"""The model's hyper-parameters as a frozen dataclass, built from the `model` section of a config."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "geglu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Defaults are BERT-base's; every field can be set from `config.model`."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    max_len: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    pre_layer_norm: bool = False  # False = BERT's post-LN
+    mlp_activation: str = "gelu"  # "gelu" is the exact erf GELU, as Hugging Face's BERT
+    tie_embeddings: bool = True
+    layer_norm_eps: float = 1e-12
+    use_pooler: bool = True
+    init_std: float = 0.02
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+            )
+        if self.mlp_activation not in _ACTIVATIONS:
+            raise ValueError(f"model.mlp_activation={self.mlp_activation!r}; expected one of {_ACTIVATIONS}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout_rate < 1.0 or not 0.0 <= self.attention_dropout_rate < 1.0:
+            raise ValueError("model.dropout_rate and model.attention_dropout_rate must be in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def compute_dtype(self) -> Any:
+        return jnp.dtype(self.dtype)
+
+    @classmethod
+    def from_config(cls, model_cfg: Any) -> TransformerConfig:
+        """Builds from a ConfigDict/dict; unknown keys are an error, not silently dropped."""
+        values = dict(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else model_cfg)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

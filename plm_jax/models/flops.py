@@ -1,0 +1,26 @@
+"""Training FLOPs counted per matmul (as MaxText does), for MFU.
+
+Encoder attention is counted in full (not halved: there is no causal mask), and the sparse MLM head counts the
+vocabulary projection only for the P predicted positions of each row, since that is all it computes.
+"""
+
+from __future__ import annotations
+
+from plm_jax.models.config import TransformerConfig
+
+
+def mlm_train_flops_per_step(cfg: TransformerConfig, batch: int, seq_len: int, predictions: int) -> float:
+    """Forward + backward (3x forward) matmul FLOPs of one BertForMaskedLM training step."""
+    d, f, v = cfg.hidden_size, cfg.mlp_dim, cfg.vocab_size
+    mlp_mats = 3 if cfg.mlp_activation == "geglu" else 2
+    per_token_layer = 2 * 4 * d * d + 2 * mlp_mats * d * f + 2 * 2 * seq_len * d  # qkvo, mlp, QK^T and AV
+    per_prediction = 2 * d * d + 2 * d * v  # head transform + vocabulary projection
+    forward = batch * seq_len * cfg.num_layers * per_token_layer + batch * predictions * per_prediction
+    return 3.0 * forward
+
+
+def matmul_params(cfg: TransformerConfig) -> int:
+    """Weights that enter matmuls per token in the encoder (the N of the 6·N·T rule)."""
+    d, f = cfg.hidden_size, cfg.mlp_dim
+    mlp_mats = 3 if cfg.mlp_activation == "geglu" else 2
+    return cfg.num_layers * (4 * d * d + mlp_mats * d * f)

@@ -1,0 +1,81 @@
+"""The device mesh and the map from logical axis names to mesh axes.
+
+Parameters declare logical axes (`embed`, `mlp`, ...); a rule table in the config maps them onto the mesh axes
+`data`, `fsdp` and `tensor`. Data parallelism = batch over (data, fsdp); FSDP = `embed` over fsdp (parameters
+and optimizer state split, gathered per layer by XLA); tensor parallelism = heads, mlp and vocab over tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("embed_out", None),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("length", None),
+    ("type", None),
+)
+
+
+def mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int, int]:
+    """Resolves the config's (data, fsdp, tensor); one of them may be -1 = all remaining devices."""
+    dims = [int(mesh_cfg[a]) for a in MESH_AXES]
+    if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))}: each axis must be positive, at most one -1")
+    if -1 in dims:
+        rest = math.prod(d for d in dims if d != -1)
+        if num_devices % rest:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} does not divide {num_devices} devices")
+        dims[dims.index(-1)] = num_devices // rest
+    if math.prod(dims) != num_devices:
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} needs {math.prod(dims)} devices, "
+                         f"but {num_devices} are available")
+    return tuple(dims)  # type: ignore[return-value]
+
+
+def make_mesh(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A Mesh with Auto axis types (an embedding gather from a vocab-sharded table needs them)."""
+    devices = list(devices if devices is not None else jax.devices())
+    shape = mesh_shape(mesh_cfg, len(devices))
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def rules_from_config(rules: Any) -> tuple[tuple[str, Any], ...]:
+    out = []
+    for rule in rules:
+        name, axes = rule
+        axes = tuple(axes) if isinstance(axes, list) else axes
+        if axes is not None and not all(a in MESH_AXES for a in (axes if isinstance(axes, tuple) else (axes,))):
+            raise ValueError(f"logical axis rule {name!r} -> {axes!r} names a mesh axis outside {MESH_AXES}")
+        out.append((name, axes))
+    return tuple(out)
+
+
+def logical_to_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Any:
+    """NamedShardings for a tree of (abstract) boxed values; unannotated leaves are replicated."""
+    specs = nn.get_partition_spec(boxed_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> NamedSharding:
+    """Leading (batch) dimension over the mesh axes that the `batch` rule names."""
+    axes = dict(rules).get("batch")
+    return NamedSharding(mesh, PartitionSpec(axes))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

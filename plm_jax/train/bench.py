@@ -1,0 +1,112 @@
+"""`launch.py bench`: train-step throughput, MFU, compile time and peak memory on synthetic MLM batches.
+
+The batch matches ../shared/bench (random tokens, one document per row, 15% of positions predicted) so the
+numbers sit in the same table as the Hugging Face peers. `bench.head=dense` projects every position through the
+vocabulary, the peers' amount of work; `sparse` (the default, and what training uses) only the P masked ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plm_jax.models.config import TransformerConfig
+from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
+from plm_jax.models.flops import mlm_train_flops_per_step
+from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
+from plm_jax.train import state as state_lib
+from plm_jax.train.optimizer import make_optimizer
+from plm_jax.train.step import jit_steps
+
+
+def measure_matmul_peak(n: int = 4096, reps: int = 3, dtype: Any = jnp.float32) -> float:
+    """Best fp32 n x n matmul rate on device 0 in FLOP/s: the MFU denominator on CPU (no spec sheet)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def synthetic_batch(rng: np.random.Generator, cfg: TransformerConfig, batch: int, seq_len: int,
+                    predictions: int, dense_head: bool) -> dict[str, np.ndarray]:
+    ids = rng.integers(5, cfg.vocab_size, (batch, seq_len), dtype=np.int32)
+    chosen = np.sort(np.stack([rng.choice(seq_len, predictions, replace=False) for _ in range(batch)]), axis=1)
+    if dense_head:  # every position through the vocabulary; the loss still covers the chosen 15% only
+        positions = np.tile(np.arange(seq_len, dtype=np.int32), (batch, 1))
+        weights = np.zeros((batch, seq_len), np.float32)
+        np.put_along_axis(weights, chosen, 1.0, axis=1)
+        targets = ids
+    else:
+        positions, weights = chosen.astype(np.int32), np.ones((batch, predictions), np.float32)
+        targets = np.take_along_axis(ids, chosen, axis=1)
+    return dict(input_ids=ids, segment_ids=np.ones_like(ids), positions=np.tile(np.arange(seq_len, dtype=np.int32),
+                (batch, 1)), masked_positions=positions.astype(np.int32), masked_ids=targets.astype(np.int32),
+                masked_weights=weights)
+
+
+def run_bench(config: Any) -> dict[str, Any]:
+    bench = config.bench
+    cfg = TransformerConfig.from_config(config.model)
+    batch, seq_len = config.train.batch_size, config.data.seq_len
+    predictions = config.data.max_predictions or math.ceil(config.data.mask_rate * seq_len)
+    dense_head = bench.head == "dense"
+    mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config.logical_axis_rules)
+    model = BertForMaskedLM(cfg)
+    tx, schedule = make_optimizer(config.train)
+    init_inputs = dummy_inputs(cfg, 1, seq_len)
+    _, shardings = state_lib.state_shardings(model, tx, init_inputs, mesh, rules)
+    data_sharding = batch_sharding(mesh, rules)
+    train_step, _ = jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1))
+    state = state_lib.init_state(model, tx, init_inputs, shardings, jax.random.key(config.seed))
+
+    rng = np.random.default_rng(config.seed)
+    batches = [{k: jax.device_put(v, data_sharding) for k, v in
+                synthetic_batch(rng, cfg, batch, seq_len, predictions, dense_head).items()} for _ in range(2)]
+    peak_before = measure_matmul_peak() if bench.measure_peak else float(bench.peak_flops)
+
+    t = time.perf_counter()
+    compiled = train_step.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t
+    state, _ = compiled(state, batches[0])  # warm-up
+    jax.block_until_ready(state)
+    times = []
+    for i in range(bench.steps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batches[i % 2])
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    peak = max(peak_before, measure_matmul_peak()) if bench.measure_peak else peak_before
+
+    flops = mlm_train_flops_per_step(cfg, batch, seq_len, seq_len if dense_head else predictions)
+    median, best = statistics.median(times), min(times)
+    device = jax.devices()[0]
+    mem = device.memory_stats() or {}
+    result = {
+        "config": bench.name, "head": bench.head, "batch": batch, "seq_len": seq_len, "layers": cfg.num_layers,
+        "hidden": cfg.hidden_size, "vocab": cfg.vocab_size, "params": state_lib.count_params(state.params),
+        "devices": f"{jax.device_count()}x{device.device_kind}", "median_step_ms": 1e3 * median,
+        "min_step_ms": 1e3 * best, "tokens_per_sec": batch * seq_len / median,
+        "tokens_per_sec_per_device": batch * seq_len / median / jax.device_count(),
+        "gflop_per_step": flops / 1e9, "peak_gflops": peak / 1e9,
+        "mfu_pct_median": 100 * flops / median / (peak * jax.device_count()),
+        "mfu_pct_best": 100 * flops / best / (peak * jax.device_count()),
+        "compile_s": compile_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_device_mb": mem.get("peak_bytes_in_use", 0) / 2**20, "steps_timed": len(times),
+    }
+    print(json.dumps(result))
+    return result

@@ -1,0 +1,92 @@
+"""Orbax checkpoints of the train state and the data position, saved together, restorable onto any mesh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by a model or optimizer of another shape."""
+
+
+def _key_name(key: Any) -> str:
+    return str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key))))
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple]:
+    """`a/b/0/c` -> shape; the same names whether the tree is our dataclass or Orbax's saved metadata."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
+
+
+def check_compatible(saved: Any, abstract: Any, where: str) -> None:
+    """Compares saved array shapes with what the config builds; raises with the first differences named."""
+    saved_shapes, want_shapes = _flat_shapes(saved), _flat_shapes(abstract)
+    missing = sorted(set(want_shapes) - set(saved_shapes))
+    extra = sorted(set(saved_shapes) - set(want_shapes))
+    differ = [k for k in sorted(set(want_shapes) & set(saved_shapes)) if saved_shapes[k] != want_shapes[k]]
+    if missing or extra or differ:
+        parts = []
+        if differ:
+            k = differ[0]
+            parts.append(f"{len(differ)} arrays differ in shape, e.g. {k}: checkpoint {saved_shapes[k]} "
+                         f"vs config {want_shapes[k]}")
+        if missing:
+            parts.append(f"{len(missing)} arrays missing from the checkpoint, e.g. {missing[0]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected arrays in the checkpoint, e.g. {extra[0]}")
+        raise CheckpointMismatchError(f"checkpoint {where} does not match the configured model: " + "; ".join(parts))
+
+
+class Checkpointer:
+    """`CheckpointManager` with two items per step: `state` (arrays) and `data` (the input position, JSON)."""
+
+    def __init__(self, directory: str, *, keep: int = 3, use_async: bool = True):
+        self.directory = epath.Path(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=use_async, create=True, cleanup_tmp_directories=True
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, data: dict[str, Any], *, force: bool = False) -> bool:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data))
+        return self.manager.save(step, args=args, force=force)
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """Restores onto the shardings attached to `abstract_state` (any mesh shape)."""
+        where = str(self.directory / str(step))
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointMismatchError(f"checkpoint {where} holds no train state ({e})") from None
+        check_compatible(saved, abstract_state, where)
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()),
+        )
+        return restored["state"], dict(restored["data"])
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def tree_equal(a: Any, b: Any) -> bool:
+    """Bitwise equality of two pytrees of arrays (used by resume checks)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))

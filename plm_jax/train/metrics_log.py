@@ -1,0 +1,86 @@
+"""Where a run's numbers go: a metrics JSONL, TensorBoard scalars and a PNG of the curves."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+JSONL_NAME = "metrics.jsonl"
+PLOT_NAME = "curves.png"
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricWriter:
+    """Appends `{"step", "split", **metrics}` records; `truncate_after(step)` drops records a resume will redo."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.workdir = workdir
+        self.path = os.path.join(workdir, JSONL_NAME)
+        self._tb = None
+        if tensorboard:
+            import tensorflow as tf  # the data pipeline imports it anyway; its writer needs no extra package
+
+            self._tf = tf
+            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """After a kill, records past the restored checkpoint are rewritten, not duplicated."""
+        records = read_jsonl(self.path)
+        kept = [r for r in records if r["step"] <= step]
+        if len(kept) != len(records):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(tmp, self.path)
+
+    def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+        record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            with self._tb.as_default(step=int(step)):
+                for k, v in metrics.items():
+                    self._tf.summary.scalar(f"{split}/{k}", float(v))
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def plot_curves(workdir: str, keys: tuple[str, ...] = ("loss", "accuracy")) -> str | None:
+    """One panel per metric, train and eval on the same axes, against the step. Returns the PNG path."""
+    records = read_jsonl(os.path.join(workdir, JSONL_NAME))
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for split, style in (("train", "-"), ("eval", "o-")):
+            points = sorted({r["step"]: r[key] for r in records if r["split"] == split and key in r}.items())
+            if points:
+                ax.plot(*zip(*points), style, label=split, markersize=4)
+        ax.set_xlabel("step")
+        ax.set_title(f"masked-LM {key}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = os.path.join(workdir, PLOT_NAME)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

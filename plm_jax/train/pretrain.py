@@ -1,0 +1,226 @@
+"""The masked-LM pretraining loop: setup, resume, train, evaluate, checkpoint, log.
+
+Resuming is exact: the state and the data position (rows consumed) are saved together; masks are a function of
+(seed, row index) and dropout of (seed, step), so a killed and resumed run retraces an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from plm_jax.data import masking, pipeline, sources
+from plm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from plm_jax.models.config import TransformerConfig
+from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
+from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
+from plm_jax.train import state as state_lib
+from plm_jax.train.checkpoint import Checkpointer
+from plm_jax.train.metrics_log import MetricWriter, plot_curves
+from plm_jax.train.optimizer import make_optimizer
+from plm_jax.train.step import eval_metrics, jit_steps
+
+log = logging.getLogger("plm_jax")
+CONFIG_NAME = "config.json"
+
+
+# ---------------------------------------------------------------- setup: work directory, tokenizer, model
+def check_or_write_config(config: Any, workdir: str) -> None:
+    """The work directory remembers its config; a resume with another model shape is refused up front."""
+    path = os.path.join(workdir, CONFIG_NAME)
+    resolved = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("model") != resolved["model"]:
+            diff = {k: (saved.get("model", {}).get(k), v) for k, v in resolved["model"].items()
+                    if saved.get("model", {}).get(k) != v}
+            raise ValueError(f"{workdir} holds a run of another model shape (saved vs config: {diff}); "
+                             "use a new --workdir")
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(resolved, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
+    """The configured SentencePiece model, or one trained on the training split into the work directory."""
+    if config.data.tokenizer:
+        tokenizer = load_tokenizer(config.data.tokenizer)
+    else:
+        path = os.path.join(workdir, "tokenizer.model")
+        if os.path.exists(path):
+            tokenizer = load_tokenizer(path)
+        else:
+            log.info("training a %d-piece SentencePiece model on the training text -> %s",
+                     config.model.vocab_size, path)
+            docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
+            tokenizer = train_tokenizer(docs, config.model.vocab_size, path, seed=config.seed)
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise ValueError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces) does not match "
+                         f"model.vocab_size={config.model.vocab_size}")
+    return tokenizer
+
+
+def validate(config: Any) -> TransformerConfig:
+    model_cfg = TransformerConfig.from_config(config.model)
+    masking.validate_mlm_config(config.data)
+    if config.data.seq_len > model_cfg.max_len:
+        raise ValueError(f"data.seq_len={config.data.seq_len} exceeds model.max_len={model_cfg.max_len}")
+    if config.train.batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by "
+                         f"{jax.process_count()} processes")
+    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "eval_batches"):
+        if config.train[key] <= 0:
+            raise ValueError(f"train.{key} must be positive, got {config.train[key]}")
+    return model_cfg
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT ask the loop to checkpoint and leave at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+# ---------------------------------------------------------------- the loop
+def pretrain(config: Any, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) pretraining in `workdir`; returns the eval metrics at the start and the end."""
+    model_cfg = validate(config)
+    if not config.data.source == "tfds":
+        stats = sources.scan_local_files(config.data)
+        log.info("data: %s", stats)
+    check_or_write_config(config, workdir)
+    tokenizer = prepare_tokenizer(config, workdir)
+
+    mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config.logical_axis_rules)
+    model = BertForMaskedLM(model_cfg)
+    tx, schedule = make_optimizer(config.train)
+    init_inputs = dummy_inputs(model_cfg, 1, config.data.seq_len)
+    abstract, shardings = state_lib.state_shardings(model, tx, init_inputs, mesh, rules)
+    data_sharding = batch_sharding(mesh, rules)
+    train_step, eval_step = jit_steps(model, tx, schedule, shardings, data_sharding,
+                                      jax.random.fold_in(jax.random.key(config.seed), 1))
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
+                        use_async=config.train.async_checkpoints)
+    writer = MetricWriter(workdir)
+    latest = ckpt.latest_step()
+    if latest is None:
+        state = state_lib.init_state(model, tx, init_inputs, shardings, jax.random.key(config.seed))
+        rows_consumed = 0
+        log.info("model: %s parameters; mesh %s", f"{state_lib.count_params(state.params):,}", dict(mesh.shape))
+    else:
+        state, data_position = ckpt.restore(latest, abstract)
+        rows_consumed = int(data_position["rows_consumed"])
+        writer.truncate_after(latest)
+        log.info("resumed from %s at step %d (%d rows consumed)", ckpt.directory / str(latest), latest,
+                 rows_consumed)
+
+    global_batch, steps = config.train.batch_size, config.train.steps
+    host_batch_args = dict(batch_size=global_batch, seed=config.seed, process_index=jax.process_index(),
+                           process_count=jax.process_count())
+
+    def to_global(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in batch.items()}
+
+    eval_ds = pipeline.mlm_dataset(config.data, tokenizer, split="eval", repeat=False, **host_batch_args)
+    eval_batches = [to_global(b) for b in eval_ds.take(config.train.eval_batches).as_numpy_iterator()]
+    if not eval_batches:
+        raise ValueError(f"the eval split holds less than one batch of {global_batch} rows; "
+                         "lower train.batch_size or add text")
+
+    def evaluate(step: int) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for batch in eval_batches:
+            for k, v in jax.device_get(eval_step(state.params, batch)).items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        metrics = eval_metrics(totals)
+        writer.write(step, "eval", metrics)
+        return metrics
+
+    start_step = int(jax.device_get(state.step))
+    results: dict[str, Any] = {}
+    if start_step == 0:
+        log.info("eval at step 0: %s", _fmt(evaluate(0)))
+
+    train_ds = pipeline.mlm_dataset(config.data, tokenizer, split="train", repeat=True, start_row=rows_consumed,
+                                    **host_batch_args)
+    train_iter = train_ds.as_numpy_iterator()
+    stop = _StopFlag()
+    pending: list[dict[str, jax.Array]] = []
+    tokens_since, time_since = 0, time.perf_counter()
+    bar = tqdm(total=steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True,
+               disable=jax.process_index() != 0)
+    step = start_step
+    try:
+        while step < steps and stop.signal is None:
+            host_batch = next(train_iter)
+            tokens_since += int(np.count_nonzero(host_batch["segment_ids"])) * jax.process_count()
+            state, metrics = train_step(state, to_global(host_batch))
+            pending.append(metrics)
+            step += 1
+            bar.update(1)
+            if step == start_step + 1:  # the first step includes compilation: keep it out of tokens/s
+                jax.block_until_ready(metrics)
+                tokens_since, time_since = 0, time.perf_counter()
+            if step % config.train.log_every == 0 or step == steps:
+                now = time.perf_counter()
+                means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+                if tokens_since:
+                    means["tokens_per_sec"] = tokens_since / (now - time_since)
+                writer.write(step, "train", means)
+                bar.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['accuracy']:.3f}",
+                                tok_s=f"{means.get('tokens_per_sec', 0):,.0f}")
+                pending, tokens_since, time_since = [], 0, now
+            if step % config.train.eval_every == 0 or step == steps:
+                bar.write(f"eval at step {step}: {_fmt(evaluate(step))}")
+                plot_curves(workdir)
+            if step % config.train.checkpoint_every == 0 or step == steps:
+                ckpt.save(step, state, {"rows_consumed": rows_consumed + (step - start_step) * global_batch,
+                                        "step": step, "global_batch": global_batch})
+        if stop.signal is not None and step < steps:
+            log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
+            ckpt.save(step, state, {"rows_consumed": rows_consumed + (step - start_step) * global_batch,
+                                    "step": step, "global_batch": global_batch}, force=True)
+            results["interrupted_at"] = step
+    finally:
+        bar.close()
+        stop.restore()
+        ckpt.close()
+        writer.close()
+
+    evals = {r["step"]: r for r in _read_eval(workdir)}
+    results.update(steps=step, eval_at_start=evals.get(0), eval_at_end=evals.get(step))
+    results["curves"] = plot_curves(workdir)
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def _read_eval(workdir: str) -> list[dict[str, Any]]:
+    from plm_jax.train.metrics_log import JSONL_NAME, read_jsonl
+
+    return [r for r in read_jsonl(os.path.join(workdir, JSONL_NAME)) if r["split"] == "eval"]
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "tokens")

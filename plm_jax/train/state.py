@@ -1,0 +1,53 @@
+"""The train state, and its sharded creation without a full copy of the parameters on any one device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from plm_jax.parallel.sharding import logical_to_shardings
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array  # int32 scalar: number of updates applied
+    params: Any
+    opt_state: Any
+
+
+def _boxed_state_fn(model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict) -> Callable:
+    def boxed_state(key: jax.Array) -> TrainState:
+        params = model.init(key, **init_inputs)["params"]  # boxed: leaves carry logical axes
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return boxed_state
+
+
+def state_shardings(
+    model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict, mesh: Mesh, rules: Any
+) -> tuple[TrainState, TrainState]:
+    """(abstract state with shardings attached, shardings) from shapes alone (`jax.eval_shape`)."""
+    boxed = jax.eval_shape(_boxed_state_fn(model, tx, init_inputs), jax.random.key(0))
+    shardings = logical_to_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
+    )
+    return abstract, shardings
+
+
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict, shardings: TrainState, key: jax.Array
+) -> TrainState:
+    """Each device computes only its own shards of the freshly initialised state."""
+    boxed_state = _boxed_state_fn(model, tx, init_inputs)
+    return jax.jit(lambda k: nn.unbox(boxed_state(k)), out_shardings=shardings)(key)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,106 @@
+"""Pure train and eval steps for masked-LM pretraining, and their jitted, sharded forms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from plm_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+MODEL_INPUT_KEYS = ("input_ids", "segment_ids", "positions", "masked_positions")
+
+
+def mlm_loss_sums(logits_BxPxV: jax.Array, targets_BxP: jax.Array, weights_BxP: jax.Array) -> dict[str, jax.Array]:
+    """Sums (not means) over the selected tokens, so that batches and hosts combine exactly."""
+    logp_BxPxV = jax.nn.log_softmax(logits_BxPxV.astype(jnp.float32), axis=-1)
+    nll_BxP = -jnp.take_along_axis(logp_BxPxV, targets_BxP[..., None], axis=-1)[..., 0]
+    correct_BxP = (jnp.argmax(logits_BxPxV, axis=-1) == targets_BxP).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(nll_BxP * weights_BxP),
+        "correct_sum": jnp.sum(correct_BxP * weights_BxP),
+        "weight_sum": jnp.sum(weights_BxP),
+    }
+
+
+def _forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool, rngs: dict | None = None):
+    return model.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["positions"],
+        batch["masked_positions"],
+        deterministic=deterministic,
+        rngs=rngs,
+    )
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    dropout_key: jax.Array,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One AdamW update. Dropout noise is a function of (dropout_key, step): resumable without saved RNG state."""
+    rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
+
+    def loss_fn(params: Any):
+        logits_BxPxV = _forward(model, params, batch, deterministic=False, rngs=rngs)
+        sums = mlm_loss_sums(logits_BxPxV, batch["masked_ids"], batch["masked_weights"])
+        return sums["loss_sum"] / jnp.maximum(sums["weight_sum"], 1.0), sums
+
+    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": sums["correct_sum"] / jnp.maximum(sums["weight_sum"], 1.0),
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(state.step),
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
+    return mlm_loss_sums(_forward(model, params, batch, deterministic=True), batch["masked_ids"],
+                         batch["masked_weights"])
+
+
+def eval_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """MLM loss, accuracy and perplexity from summed eval statistics."""
+    weight = max(float(sums["weight_sum"]), 1.0)
+    loss = float(sums["loss_sum"]) / weight
+    return {"loss": loss, "accuracy": float(sums["correct_sum"]) / weight,
+            "perplexity": float(jnp.exp(jnp.minimum(loss, 50.0))), "tokens": float(sums["weight_sum"])}
+
+
+def jit_steps(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    state_shardings: TrainState,
+    batch_sharding: jax.sharding.NamedSharding,
+    dropout_key: jax.Array,
+) -> tuple[Callable, Callable]:
+    """The train step with explicit shardings and donated state, and the eval step."""
+    replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+    train = jax.jit(
+        lambda s, b: train_step(s, b, model=model, tx=tx, schedule=schedule, dropout_key=dropout_key),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+    evaluate = jax.jit(
+        lambda p, b: eval_step(p, b, model=model),
+        in_shardings=(state_shardings.params, batch_sharding),
+        out_shardings=replicated,
+    )
+    return train, evaluate

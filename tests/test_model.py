@@ -1,0 +1,119 @@
+"""The encoder against a plain numpy BERT, packing isolation, and the sparse MLM head."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from plm_jax.models.config import TransformerConfig
+from plm_jax.models.encoder import BertForMaskedLM, Encoder, dummy_inputs
+
+TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=48, max_len=24)
+
+
+def _layer_norm(x, p, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def numpy_bert(params, ids, seg, pos, cfg: TransformerConfig):
+    """Hugging Face BERT's forward, written out in numpy for one unpacked-or-packed batch."""
+    emb = params["embeddings"]
+    x = emb["word_embeddings"]["embedding"][ids] + emb["position_embeddings"][pos] + emb["token_type_embeddings"][0]
+    x = _layer_norm(x, emb["layer_norm"], cfg.layer_norm_eps)
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)
+    for i in range(cfg.num_layers):
+        p = params[f"layer_{i}"]
+        a = p["attention"]
+        q, k, v = (np.einsum("bld,dhk->blhk", x, a[n]["kernel"]) + a[n]["bias"] for n in ("query", "key", "value"))
+        s = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(cfg.head_dim)
+        s = np.where(allowed[:, None], s, -1e9)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        w /= w.sum(-1, keepdims=True)
+        o = np.einsum("bhqt,bthk->bqhk", w, v)
+        o = np.einsum("blhk,hkd->bld", o, a["out"]["kernel"]) + a["out"]["bias"]
+        x = _layer_norm(x + o, p["attention_layer_norm"], cfg.layer_norm_eps)
+        m = p["mlp"]
+        h = _gelu(x @ m["wi"]["kernel"] + m["wi"]["bias"]) @ m["wo"]["kernel"] + m["wo"]["bias"]
+        x = _layer_norm(x + h, p["mlp_layer_norm"], cfg.layer_norm_eps)
+    return x
+
+
+def _init(cfg, module_cls=BertForMaskedLM):
+    model = module_cls(cfg)
+    inputs = dummy_inputs(cfg, 2, cfg.max_len)
+    if module_cls is Encoder:
+        inputs.pop("masked_positions_BxP")
+    params = nn.unbox(model.init(jax.random.key(0), **inputs)["params"])
+    # non-trivial LayerNorm parameters so the reference check sees them
+    return model, jax.tree.map(lambda p: p + 0.05 * np.random.default_rng(p.size).standard_normal(p.shape), params)
+
+
+def test_encoder_matches_numpy_reference_bert():
+    cfg = TransformerConfig(**TINY, dropout_rate=0.0, attention_dropout_rate=0.0)
+    model, params = _init(cfg, Encoder)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, cfg.vocab_size, (2, 24)).astype(np.int32)
+    seg = np.array([[1] * 10 + [2] * 9 + [0] * 5, [1] * 24], np.int32)
+    pos = np.array([list(range(10)) + list(range(9)) + [0] * 5, list(range(24))], np.int32)
+    ours = model.apply({"params": params}, ids, seg, pos)
+    ref = numpy_bert(jax.tree.map(np.asarray, params), ids, seg, pos, cfg)
+    valid = seg != 0
+    np.testing.assert_allclose(np.asarray(ours)[valid], ref[valid], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pre_ln,act", [(False, "gelu"), (True, "geglu")])
+def test_packed_documents_do_not_see_each_other(pre_ln, act):
+    """Changing one document of a packed row leaves the other documents' outputs unchanged."""
+    cfg = TransformerConfig(**TINY, pre_layer_norm=pre_ln, mlp_activation=act)
+    model, params = _init(cfg)
+    rng = np.random.default_rng(1)
+    seg = np.array([[1] * 7 + [2] * 11 + [3] * 4 + [0] * 2], np.int32)
+    pos = np.array([list(range(7)) + list(range(11)) + list(range(4)) + [0, 0]], np.int32)
+    ids = rng.integers(5, cfg.vocab_size, (1, 24)).astype(np.int32)
+    changed = ids.copy()
+    changed[0, 7:18] = rng.integers(5, cfg.vocab_size, 11)  # document 2 rewritten
+    all_positions = np.arange(24, dtype=np.int32)[None]
+    out_a = np.asarray(model.apply({"params": params}, ids, seg, pos, all_positions))
+    out_b = np.asarray(model.apply({"params": params}, changed, seg, pos, all_positions))
+    others = (seg[0] == 1) | (seg[0] == 3)
+    np.testing.assert_array_equal(out_a[0, others], out_b[0, others])
+    assert not np.allclose(out_a[0, seg[0] == 2], out_b[0, seg[0] == 2])
+
+
+def test_sparse_head_equals_dense_head_gathered():
+    cfg = TransformerConfig(**TINY)
+    model, params = _init(cfg)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(5, cfg.vocab_size, (2, 24)).astype(np.int32)
+    seg, pos = np.ones_like(ids), np.tile(np.arange(24, dtype=np.int32), (2, 1))
+    masked = np.array([[1, 5, 9], [0, 2, 23]], np.int32)
+    dense = model.apply({"params": params}, ids, seg, pos, np.tile(np.arange(24, dtype=np.int32), (2, 1)))
+    sparse = model.apply({"params": params}, ids, seg, pos, masked)
+    assert sparse.shape == (2, 3, cfg.vocab_size)
+    np.testing.assert_allclose(sparse, np.take_along_axis(np.asarray(dense), masked[..., None], 1), atol=1e-5)
+
+
+def test_parameters_carry_logical_axes_and_bert_layout():
+    cfg = TransformerConfig(**TINY)
+    boxed = BertForMaskedLM(cfg).init(jax.random.key(0), **dummy_inputs(cfg))["params"]
+    specs = nn.get_partition_spec(boxed)
+    unannotated = [jax.tree_util.keystr(p) for p, s in jax.tree_util.tree_flatten_with_path(
+        specs, is_leaf=lambda x: x is None or isinstance(x, jax.sharding.PartitionSpec))[0] if s is None]
+    assert not unannotated
+    assert specs["encoder"]["embeddings"]["word_embeddings"]["embedding"] == jax.sharding.PartitionSpec(
+        "vocab", "embed")
+    assert set(boxed) == {"encoder", "pooler", "mlm_head"}
+
+
+def test_bad_model_config_is_named():
+    with pytest.raises(ValueError, match="hidden_size=30 is not divisible by model.num_heads=4"):
+        TransformerConfig(**{**TINY, "hidden_size": 30})
+    with pytest.raises(ValueError, match="unknown model config key"):
+        TransformerConfig.from_config({**TINY, "hiden_size": 3})

@@ -1,0 +1,71 @@
+"""One train step on 8 simulated devices equals one device, for data, FSDP and tensor meshes."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from plm_jax.models.config import TransformerConfig
+from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
+from plm_jax.parallel import sharding
+from plm_jax.train import optimizer
+from plm_jax.train import state as state_lib
+from plm_jax.train import step as step_lib
+
+CFG = TransformerConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=16)
+TRAIN = ml_collections.ConfigDict(dict(steps=10, warmup_steps=2, lr=1e-3, end_lr_fraction=0.0, decay="linear",
+                                       clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01))
+
+
+def _batch(B=16, L=16, P=4):
+    rng = np.random.default_rng(0)
+    seg = np.repeat(np.array([[1] * 9 + [2] * 7]), B, 0).astype(np.int32)
+    return dict(
+        input_ids=rng.integers(5, 128, (B, L)).astype(np.int32), segment_ids=seg,
+        positions=np.repeat(np.array([list(range(9)) + list(range(7))]), B, 0).astype(np.int32),
+        masked_positions=np.sort(rng.choice(L, (B, P)), axis=1).astype(np.int32),
+        masked_ids=rng.integers(5, 128, (B, P)).astype(np.int32), masked_weights=np.ones((B, P), np.float32))
+
+
+def _run(mesh_shape, steps=2):
+    n = int(np.prod(mesh_shape))
+    mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, mesh_shape)), jax.devices()[:n])
+    model, (tx, schedule) = BertForMaskedLM(CFG), optimizer.make_optimizer(TRAIN)
+    _, shardings = state_lib.state_shardings(model, tx, dummy_inputs(CFG), mesh, sharding.DEFAULT_RULES)
+    state = state_lib.init_state(model, tx, dummy_inputs(CFG), shardings, jax.random.key(0))
+    data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
+    train, _ = step_lib.jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1))
+    batch = {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in _batch().items()}
+    losses = []
+    for _ in range(steps):
+        state, metrics = train(state, batch)
+        losses.append(float(metrics["loss"]))
+    return losses, state
+
+
+@pytest.fixture(scope="module")
+def single_device():
+    return _run((1, 1, 1))
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 4, 1), (2, 2, 2)])
+def test_sharded_step_equals_single_device(single_device, mesh_shape):
+    assert jax.device_count() == 8
+    losses, state = _run(mesh_shape)
+    ref_losses, ref_state = single_device
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-5)
+    # the parameters really are split as the rules say
+    kernel = state.params["encoder"]["layer_0"]["mlp"]["wi"]["kernel"]
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    shard_shape = kernel.addressable_shards[0].data.shape
+    assert shard_shape == (32 // mesh_shape[1], 64 // mesh_shape[2])
+
+
+def test_mesh_shape_errors_are_clear():
+    with pytest.raises(ValueError, match="needs 12 devices, but 8"):
+        sharding.mesh_shape(dict(data=3, fsdp=4, tensor=1), 8)
+    with pytest.raises(ValueError, match="does not divide"):
+        sharding.mesh_shape(dict(data=-1, fsdp=3, tensor=1), 8)
+    assert sharding.mesh_shape(dict(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
