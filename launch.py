@@ -73,7 +73,8 @@ def main(argv: list[str]) -> None:
         print(f"usage: python launch.py {{{'|'.join(COMMANDS)}}} --config=… [flags]   (got {args})", file=sys.stderr)
         sys.exit(2)
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and JAX narrate every save at INFO
-    logging.getLogger().setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+                        datefmt="%H:%M:%S")
     logging.getLogger("plm_jax").setLevel(logging.INFO)
     from plm_jax.errors import USER_ERRORS
 

@@ -3,5 +3,11 @@
 Set PLM_DEBUG=1 to get the traceback as well.
 """
 
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                                            UnicodeError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,  # includes CheckpointMismatchError and config validation
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    UnicodeError,
+)

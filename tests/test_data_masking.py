@@ -152,6 +152,12 @@ def test_row_without_candidates_is_left_alone():
                        mask_rate=0.15, mask_token_frac=0.8, random_token_frac=0.1, max_predictions=MAX_PRED)
     np.testing.assert_array_equal(out["input_ids"].numpy(), ids)
     assert out["masked_weights"].numpy().sum() == 0
+    # Padding is segment 0, whatever id it holds.
+    row = {"input_ids": tf.fill([SEQ_LEN], 7), "segment_ids": tf.zeros([SEQ_LEN], tf.int32),
+           "positions": tf.zeros([SEQ_LEN], tf.int32)}
+    out = mask_example(row, tf.constant(0, tf.int64), seed=0, vocab_size=VOCAB, special_ids=SPECIAL, mask_id=MASK,
+                       mask_rate=0.15, mask_token_frac=0.8, random_token_frac=0.1, max_predictions=MAX_PRED)
+    assert out["masked_weights"].numpy().sum() == 0 and (out["input_ids"].numpy() == 7).all()
 
 
 def cfg(**overrides) -> ml_collections.ConfigDict:

@@ -44,7 +44,8 @@ def test_splits_follow_the_title_hash(prepared):
     builder, _ = prepared
     entries = {k: v for k, v in fake_summaries().items() if v["extract"]}
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
-    expected = {name: sum(wiki_offline.split_of(t) == name for t in entries) for name in ("train", "validation", "test")}
+    names = ("train", "validation", "test")
+    expected = {name: sum(wiki_offline.split_of(t) == name for t in entries) for name in names}
     assert sizes == expected and sum(sizes.values()) == len(entries) == N_ENTRIES - 6
     assert min(sizes.values()) > 0
     for name in sizes:

@@ -11,11 +11,11 @@ import time
 import jax
 import pytest
 
-from plm_jax.config_base import mlm_pretrain_config
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
 from plm_jax.parallel import sharding
-from plm_jax.train import optimizer, state as state_lib
+from plm_jax.train import optimizer
+from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer, CheckpointMismatchError, tree_equal
 from plm_jax.train.pretrain import pretrain
 from tests.corpus import write_corpus
@@ -60,10 +60,11 @@ def uninterrupted(setup):
 
 
 def _launch(config_path, workdir, *extra):
+    """launch.py in the work directory's parent, given a relative --workdir, as a user would type it."""
     cmd = [sys.executable, os.path.join(ROOT, "launch.py"), "pretrain", f"--config={config_path}",
-           f"--workdir={workdir}", *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+           f"--workdir={os.path.basename(workdir)}", *extra]
+    return subprocess.Popen(cmd, cwd=os.path.dirname(workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": ROOT})
 
 
 def _wait_for_checkpoint(workdir, step, proc, timeout=240):

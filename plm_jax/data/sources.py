@@ -14,9 +14,13 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import ml_collections
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 SPLITS = ("train", "eval")
 SOURCES = ("tfds", "text", "jsonl")
@@ -200,7 +204,7 @@ def _tfds_split(data_cfg: ml_collections.ConfigDict, split: str) -> str:
     return data_cfg.tfds_train_split if split == "train" else data_cfg.tfds_eval_split
 
 
-def tfds_builder(data_cfg: ml_collections.ConfigDict):
+def tfds_builder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The TFDS builder named by the config, prepared if needed; clear errors instead of catalog hangs."""
     import tensorflow_datasets as tfds
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import sentencepiece as spm
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SPECIAL_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_PIECES))
@@ -34,7 +38,6 @@ class Tokenizer:
         self.sep_id, self.mask_id = SEP_ID, MASK_ID
         controls = {i for i in range(self.vocab_size) if self._sp.IsControl(i)}
         self.special_ids: tuple[int, ...] = tuple(sorted(controls | {PAD_ID, CLS_ID, SEP_ID, MASK_ID}))
-        self._tf_tokenizer = None
 
     def __repr__(self) -> str:
         return f"Tokenizer({self._source!r}, vocab_size={self.vocab_size})"
@@ -45,18 +48,15 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.DecodeIds([int(i) for i in ids])
 
-    def tf_tokenize(self, texts):
+    def tf_tokenize(self, texts: tf.Tensor) -> tf.Tensor | tf.RaggedTensor:
         """Tokenizes tf.string in the TF graph: scalar -> 1-D int32 tensor, [B] -> RaggedTensor [B, None]."""
         import tensorflow as tf
+        import tensorflow_text as tf_text
 
-        if self._tf_tokenizer is None:
-            import tensorflow_text as tf_text
-
-            # init_scope: the SentencePiece resource is created once, eagerly, even when the first call
-            # happens while tf.data traces a map function.
-            with tf.init_scope():
-                self._tf_tokenizer = tf_text.SentencepieceTokenizer(model=self.model_bytes, out_type=tf.int32)
-        return self._tf_tokenizer.tokenize(texts)
+        # Built per call on purpose: tf_text's model is owned by the kernel that created it, and a flush of the
+        # eager kernel cache (tf.random.set_seed does one) would delete a model created eagerly and cached here.
+        # Inside a tf.data map this runs once per trace and the model lives with the dataset's function.
+        return tf_text.SentencepieceTokenizer(model=self.model_bytes, out_type=tf.int32).tokenize(texts)
 
 
 def _load_processor(model_bytes: bytes, source: str) -> spm.SentencePieceProcessor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -47,7 +48,7 @@ class Checkpointer:
     """`CheckpointManager` with two items per step: `state` (arrays) and `data` (the input position, JSON)."""
 
     def __init__(self, directory: str, *, keep: int = 3, use_async: bool = True):
-        self.directory = epath.Path(directory)
+        self.directory = epath.Path(os.path.abspath(directory))  # Orbax needs absolute paths
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=use_async, create=True, cleanup_tmp_directories=True
         )

@@ -183,8 +183,9 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
                 jax.block_until_ready(metrics)
                 tokens_since, time_since = 0, time.perf_counter()
             if step % config.train.log_every == 0 or step == steps:
+                fetched = jax.device_get(pending)  # waits for the dispatched steps, so the clock below is honest
                 now = time.perf_counter()
-                means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+                means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 if tokens_since:
                     means["tokens_per_sec"] = tokens_since / (now - time_since)
                 writer.write(step, "train", means)
