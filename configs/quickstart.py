@@ -16,13 +16,15 @@ from plm_jax.config_base import mlm_pretrain_config
 
 def get_config() -> ml_collections.ConfigDict:
     config = mlm_pretrain_config()
+    # 4 layers like BERT-mini, but 128 wide: on 2 cores, more steps beat a wider model in the same minutes
+    # (measured: 256 wide, 400 steps -> accuracy 0.108; 128 wide, 1000 steps -> 0.137, same wall time).
     config.model.update(
-        vocab_size=8192, num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024, max_len=128,
+        vocab_size=8192, num_layers=4, hidden_size=128, num_heads=2, mlp_dim=512, max_len=128,
         dropout_rate=0.1, attention_dropout_rate=0.1,
     )
     config.data.update(source="tfds", tfds_name="plm_wiki_offline", tfds_text_feature="text", seq_len=128)
     config.train.update(
-        batch_size=32, steps=400, lr=1e-3, warmup_steps=40, decay="linear",
-        log_every=10, eval_every=100, eval_batches=8, checkpoint_every=50,
+        batch_size=32, steps=1000, lr=2e-3, warmup_steps=60, decay="linear",
+        log_every=10, eval_every=250, eval_batches=8, checkpoint_every=100,
     )
     return config

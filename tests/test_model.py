@@ -117,3 +117,17 @@ def test_bad_model_config_is_named():
         TransformerConfig(**{**TINY, "hidden_size": 30})
     with pytest.raises(ValueError, match="unknown model config key"):
         TransformerConfig.from_config({**TINY, "hiden_size": 3})
+
+
+def test_dropout_rate_and_scale():
+    from plm_jax.models.layers import Dropout
+
+    x = np.ones((64, 33, 257), np.float32)  # odd last axis: the 16-bit halves must still cover every element
+    y = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
+    kept = y != 0
+    assert abs(1 - kept.mean() - 0.1) < 0.003
+    np.testing.assert_allclose(y[kept], 65536 / (65536 - 6554), rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.005  # unbiased
+    z = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)}))
+    assert (kept != (z != 0)).mean() > 0.1  # another key, another mask
+    np.testing.assert_array_equal(Dropout(0.1).apply({}, x, deterministic=True), x)

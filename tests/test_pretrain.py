@@ -187,3 +187,14 @@ def test_bad_input_is_named_and_nothing_is_lost(setup, uninterrupted, tmp_path):
         pretrain(bad, other)
     assert sorted(os.listdir(os.path.join(other, "checkpoints"))) == sorted(
         os.listdir(os.path.join(uninterrupted[0], "checkpoints")))
+
+
+@pytest.mark.slow
+def test_tokenizer_command(setup, tmp_path):
+    _, _, config_path = setup
+    out = tmp_path / "spm.model"
+    cmd = [sys.executable, os.path.join(ROOT, "launch.py"), "tokenizer", f"--config={config_path}", f"--output={out}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    assert run.returncode == 0 and "56 pieces" in run.stdout, run.stdout + run.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr

@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.update(vocab_size=30522, num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024, max_len=512)
     config.data.seq_len = 128
     config.train.update(batch_size=32, steps=1000, warmup_steps=100)
-    config.mesh.update(data=1, fsdp=1, tensor=1)
+    config.mesh.update(data=-1, fsdp=1, tensor=1)
     config.bench = ml_collections.ConfigDict(
         dict(name="bert_mini", head="sparse", steps=5, measure_peak=True, peak_flops=0.0)
     )

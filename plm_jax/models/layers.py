@@ -54,6 +54,25 @@ def attention_mask(segment_ids_BxL: jax.Array) -> jax.Array:
     return (same_BxLxL & valid_BxL[:, None, :])[:, None, :, :]  # Bx1xLxL, broadcast over heads
 
 
+class Dropout(nn.Module):
+    """Dropout that draws 16 random bits per element instead of 32: half the PRNG work, which is a sixth of
+    a BERT-mini train step on CPU. The rate is rounded to a multiple of 1/65536 and the kept values are scaled
+    by the exact inverse keep probability, so it is unbiased."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        threshold = round(self.rate * 65536)
+        if deterministic or threshold == 0:
+            return x
+        *lead, last = x.shape  # keep the leading (batch) axes, so the bits shard like x
+        words = jax.random.bits(self.make_rng("dropout"), (*lead, (last + 1) // 2), jnp.uint32)
+        bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(*lead, -1)[..., :last]
+        keep = bits >= jnp.uint16(threshold)
+        return jnp.where(keep, x * jnp.asarray(65536 / (65536 - threshold), x.dtype), jnp.zeros_like(x))
+
+
 class SelfAttention(nn.Module):
     cfg: TransformerConfig
 
@@ -69,7 +88,7 @@ class SelfAttention(nn.Module):
         logits_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32)
         logits_BxHxLxL = jnp.where(mask_Bx1xLxL, logits_BxHxLxL, _NEG_INF)
         probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1).astype(cfg.compute_dtype)
-        probs_BxHxLxL = nn.Dropout(cfg.attention_dropout_rate)(probs_BxHxLxL, deterministic=deterministic)
+        probs_BxHxLxL = Dropout(cfg.attention_dropout_rate)(probs_BxHxLxL, deterministic=deterministic)
         out_BxLxHxK = jnp.einsum("bhqt,bthk->bqhk", probs_BxHxLxL, v_BxLxHxK)
         return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out", axis=(-2, -1))(out_BxLxHxK)
 
@@ -105,7 +124,7 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.cfg
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         attn, mlp = SelfAttention(cfg, name="attention"), Mlp(cfg, name="mlp")
         attn_ln, mlp_ln = layer_norm(cfg, "attention_layer_norm"), layer_norm(cfg, "mlp_layer_norm")
         if cfg.pre_layer_norm:
@@ -132,7 +151,7 @@ class Embeddings(nn.Module):
             "token_type_embeddings", _init(cfg, ("type", "embed")), (cfg.type_vocab_size, cfg.hidden_size)
         )
         self.layer_norm = layer_norm(cfg, "layer_norm")
-        self.dropout = nn.Dropout(cfg.dropout_rate)
+        self.dropout = Dropout(cfg.dropout_rate)
 
     def __call__(
         self, ids_BxL: jax.Array, positions_BxL: jax.Array, token_types_BxL: jax.Array, deterministic: bool
