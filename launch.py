@@ -3,12 +3,14 @@
     python launch.py pretrain  --config configs/quickstart.py --workdir runs/quickstart [--config.train.steps=…]
     python launch.py tokenizer --config configs/quickstart.py --output runs/spm.model
     python launch.py bench     --config configs/bench/bert_mini.py
+    python launch.py compile-only --config configs/quickstart.py --config.mesh.fsdp=2   # memory before a run
 
 Errors that come from the user's input (config, files, checkpoints) are printed as one line, exit status 2.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -19,7 +21,7 @@ from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-COMMANDS = ("pretrain", "tokenizer", "bench")
+COMMANDS = ("pretrain", "tokenizer", "bench", "compile-only")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path of a Python config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, logs, metrics (pretrain).")
@@ -65,6 +67,10 @@ def run(command: str) -> None:
         from plm_jax.train.bench import run_bench
 
         run_bench(config)
+    elif command == "compile-only":
+        from plm_jax.train.setup import compile_only
+
+        print(json.dumps(compile_only(config)))
 
 
 def main(argv: list[str]) -> None:

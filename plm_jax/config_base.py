@@ -27,6 +27,7 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(
         dict(
             batch_size=32,  # global, in packed rows of data.seq_len tokens
+            grad_accum_steps=1,  # the batch runs as this many sequential microbatches: same update, less memory
             steps=1000,
             lr=5e-4,
             warmup_steps=100,
@@ -43,6 +44,7 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
             checkpoint_every=200,
             keep_checkpoints=3,
             async_checkpoints=True,
+            profile_steps=(),  # (first, last): a jax.profiler trace of those steps in workdir/profile (TensorBoard)
         )
     )
 

@@ -56,7 +56,9 @@ def tiny_config(corpus):
 def uninterrupted(setup):
     base, corpus, _ = setup
     workdir = str(base / "uninterrupted")
-    return workdir, pretrain(tiny_config(corpus), workdir)
+    config = tiny_config(corpus)
+    config.train.profile_steps = (3, 4)  # tracing must not change a single bit of the run
+    return workdir, pretrain(config, workdir)
 
 
 def _launch(config_path, workdir, *extra):
@@ -95,6 +97,8 @@ def test_loss_falls_and_outputs_are_written(uninterrupted):
     for name in ("metrics.jsonl", "curves.png", "config.json", "tokenizer.model", "results.json"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files]
+    assert any(f.endswith(".xplane.pb") for f in traces), traces
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert {r["split"] for r in records} == {"train", "eval"}
     assert all("tokens_per_sec" in r for r in records if r["split"] == "train" and r["step"] > 5)

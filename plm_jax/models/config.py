@@ -8,6 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "geglu")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TransformerConfig:
     use_pooler: bool = True
     init_std: float = 0.02
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    remat: str = "none"  # recompute each layer's activations in the backward pass: none | full | dots | dots_no_batch
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -41,6 +43,8 @@ class TransformerConfig:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         if not 0.0 <= self.dropout_rate < 1.0 or not 0.0 <= self.attention_dropout_rate < 1.0:
             raise ValueError("model.dropout_rate and model.attention_dropout_rate must be in [0, 1)")
 

@@ -14,13 +14,26 @@ from plm_jax.models.config import TransformerConfig
 from plm_jax.models.layers import Embeddings, EncoderLayer, activation, attention_mask, dense, layer_norm
 
 
+def remat_layer(layer_cls: type[nn.Module], policy: str) -> type[nn.Module]:
+    """The layer class, rematerialised under a named policy (what the backward pass may keep from the forward)."""
+    if policy == "none":
+        return layer_cls
+    policies = {
+        "full": None,  # keep nothing: least memory, one more forward pass
+        "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs, recompute the elementwise rest
+        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }
+    return nn.remat(layer_cls, policy=policies[policy], static_argnums=(3,))  # (self, x, mask, deterministic)
+
+
 class Encoder(nn.Module):
     cfg: TransformerConfig
 
     def setup(self) -> None:
         cfg = self.cfg
         self.embeddings = Embeddings(cfg)
-        self.layers = [EncoderLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        layer_cls = remat_layer(EncoderLayer, cfg.remat)
+        self.layers = [layer_cls(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
         if cfg.pre_layer_norm:
             self.final_layer_norm = layer_norm(cfg, "final_layer_norm")
 

@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from plm_jax.data.masking import resolve_max_predictions
 from plm_jax.models.config import TransformerConfig
-from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
 from plm_jax.models.flops import mlm_train_flops_per_step
-from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
 from plm_jax.train import state as state_lib
-from plm_jax.train.optimizer import make_optimizer
-from plm_jax.train.step import jit_steps
+from plm_jax.train.setup import build
 
 
 def measure_matmul_peak(n: int = 4096, reps: int = 3, dtype: Any = jnp.float32) -> float:
@@ -59,19 +57,12 @@ def synthetic_batch(rng: np.random.Generator, cfg: TransformerConfig, batch: int
 
 def run_bench(config: Any) -> dict[str, Any]:
     bench = config.bench
-    cfg = TransformerConfig.from_config(config.model)
     batch, seq_len = config.train.batch_size, config.data.seq_len
-    predictions = config.data.max_predictions or math.ceil(config.data.mask_rate * seq_len)
+    predictions = resolve_max_predictions(config.data)
     dense_head = bench.head == "dense"
-    mesh = make_mesh(config.mesh)
-    rules = rules_from_config(config.logical_axis_rules)
-    model = BertForMaskedLM(cfg)
-    tx, schedule = make_optimizer(config.train)
-    init_inputs = dummy_inputs(cfg, 1, seq_len)
-    _, shardings = state_lib.state_shardings(model, tx, init_inputs, mesh, rules)
-    data_sharding = batch_sharding(mesh, rules)
-    train_step, _ = jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1))
-    state = state_lib.init_state(model, tx, init_inputs, shardings, jax.random.key(config.seed))
+    setup = build(config)
+    cfg, data_sharding, train_step = setup.model_cfg, setup.data_sharding, setup.train_step
+    state = setup.init_state(config.seed)
 
     rng = np.random.default_rng(config.seed)
     batches = [{k: jax.device_put(v, data_sharding) for k, v in

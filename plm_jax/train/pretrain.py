@@ -20,13 +20,11 @@ from tqdm import tqdm
 from plm_jax.data import masking, pipeline, sources
 from plm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from plm_jax.models.config import TransformerConfig
-from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
-from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
 from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer
-from plm_jax.train.metrics_log import MetricWriter, plot_curves
-from plm_jax.train.optimizer import make_optimizer
-from plm_jax.train.step import eval_metrics, jit_steps
+from plm_jax.train.metrics_log import JSONL_NAME, MetricWriter, plot_curves, read_jsonl
+from plm_jax.train.setup import build
+from plm_jax.train.step import eval_metrics
 
 log = logging.getLogger("plm_jax")
 CONFIG_NAME = "config.json"
@@ -79,7 +77,10 @@ def validate(config: Any) -> TransformerConfig:
     if config.train.batch_size % jax.process_count():
         raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by "
                          f"{jax.process_count()} processes")
-    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "eval_batches"):
+    if config.train.batch_size % (config.train.grad_accum_steps * jax.process_count()):
+        raise ValueError(f"train.batch_size={config.train.batch_size} does not split into "
+                         f"train.grad_accum_steps={config.train.grad_accum_steps} microbatches on each process")
+    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "eval_batches", "grad_accum_steps"):
         if config.train[key] <= 0:
             raise ValueError(f"train.{key} must be positive, got {config.train[key]}")
     return model_cfg
@@ -103,29 +104,23 @@ class _StopFlag:
 # ---------------------------------------------------------------- the loop
 def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) pretraining in `workdir`; returns the eval metrics at the start and the end."""
-    model_cfg = validate(config)
+    validate(config)
     if not config.data.source == "tfds":
         stats = sources.scan_local_files(config.data)
         log.info("data: %s", stats)
     check_or_write_config(config, workdir)
     tokenizer = prepare_tokenizer(config, workdir)
 
-    mesh = make_mesh(config.mesh)
-    rules = rules_from_config(config.logical_axis_rules)
-    model = BertForMaskedLM(model_cfg)
-    tx, schedule = make_optimizer(config.train)
-    init_inputs = dummy_inputs(model_cfg, 1, config.data.seq_len)
-    abstract, shardings = state_lib.state_shardings(model, tx, init_inputs, mesh, rules)
-    data_sharding = batch_sharding(mesh, rules)
-    train_step, eval_step = jit_steps(model, tx, schedule, shardings, data_sharding,
-                                      jax.random.fold_in(jax.random.key(config.seed), 1))
+    setup = build(config)
+    mesh, data_sharding, abstract = setup.mesh, setup.data_sharding, setup.abstract_state
+    train_step, eval_step = setup.train_step, setup.eval_step
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
                         use_async=config.train.async_checkpoints)
     writer = MetricWriter(workdir)
     latest = ckpt.latest_step()
     if latest is None:
-        state = state_lib.init_state(model, tx, init_inputs, shardings, jax.random.key(config.seed))
+        state = setup.init_state(config.seed)
         rows_consumed = 0
         log.info("model: %s parameters; mesh %s", f"{state_lib.count_params(state.params):,}", dict(mesh.shape))
     else:
@@ -162,6 +157,11 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     if start_step == 0:
         log.info("eval at step 0: %s", _fmt(evaluate(0)))
 
+    def data_position(step: int) -> dict[str, int]:
+        """Saved beside the state: a resumed run skips exactly the rows this run consumed."""
+        return {"rows_consumed": rows_consumed + (step - start_step) * global_batch, "step": step,
+                "global_batch": global_batch}
+
     train_ds = pipeline.mlm_dataset(config.data, tokenizer, split="train", repeat=True, start_row=rows_consumed,
                                     **host_batch_args)
     train_iter = train_ds.as_numpy_iterator()
@@ -171,14 +171,26 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     bar = tqdm(total=steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True,
                disable=jax.process_index() != 0)
     step = start_step
+    profile = tuple(config.train.profile_steps)
+    if profile and (len(profile) != 2 or not 0 < profile[0] <= profile[1]):
+        raise ValueError(f"train.profile_steps={profile}: expected (first, last) with 0 < first <= last")
+    tracing = False
     try:
         while step < steps and stop.signal is None:
+            if profile and step + 1 == profile[0]:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+                tracing = True
             host_batch = next(train_iter)
             tokens_since += int(np.count_nonzero(host_batch["segment_ids"])) * jax.process_count()
             state, metrics = train_step(state, to_global(host_batch))
             pending.append(metrics)
             step += 1
             bar.update(1)
+            if tracing and step == profile[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                tracing = False
+                log.info("profile of steps %d-%d written to %s", *profile, os.path.join(workdir, "profile"))
             if step == start_step + 1:  # the first step includes compilation: keep it out of tokens/s
                 jax.block_until_ready(metrics)
                 tokens_since, time_since = 0, time.perf_counter()
@@ -196,14 +208,14 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
                 bar.write(f"eval at step {step}: {_fmt(evaluate(step))}")
                 plot_curves(workdir)
             if step % config.train.checkpoint_every == 0 or step == steps:
-                ckpt.save(step, state, {"rows_consumed": rows_consumed + (step - start_step) * global_batch,
-                                        "step": step, "global_batch": global_batch})
+                ckpt.save(step, state, data_position(step))
         if stop.signal is not None and step < steps:
             log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
-            ckpt.save(step, state, {"rows_consumed": rows_consumed + (step - start_step) * global_batch,
-                                    "step": step, "global_batch": global_batch}, force=True)
+            ckpt.save(step, state, data_position(step), force=True)
             results["interrupted_at"] = step
     finally:
+        if tracing:
+            jax.profiler.stop_trace()
         bar.close()
         stop.restore()
         ckpt.close()
@@ -218,8 +230,6 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
 
 
 def _read_eval(workdir: str) -> list[dict[str, Any]]:
-    from plm_jax.train.metrics_log import JSONL_NAME, read_jsonl
-
     return [r for r in read_jsonl(os.path.join(workdir, JSONL_NAME)) if r["split"] == "eval"]
 
 

@@ -40,6 +40,38 @@ def _forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool, r
     )
 
 
+def _microbatches(batch: Batch, n: int) -> Batch:
+    """[B, ...] -> [n, B/n, ...] taking every n-th row, so each device's rows feed every microbatch evenly."""
+    def split(x: jax.Array) -> jax.Array:
+        if x.shape[0] % n:
+            raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} microbatches")
+        return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def summed_grads(model: nn.Module, params: Any, batch: Batch, rng: jax.Array, accum_steps: int = 1):
+    """Gradients of the *summed* MLM loss, and the sums; microbatches add up to exactly the full batch."""
+    def loss_sum_fn(p: Any, micro: Batch, key: jax.Array):
+        logits_BxPxV = _forward(model, p, micro, deterministic=False, rngs={"dropout": key})
+        sums = mlm_loss_sums(logits_BxPxV, micro["masked_ids"], micro["masked_weights"])
+        return sums["loss_sum"], sums
+
+    grad_fn = jax.grad(loss_sum_fn, has_aux=True)
+    if accum_steps == 1:
+        return grad_fn(params, batch, rng)
+
+    def body(carry, xs):
+        i, micro = xs
+        grads, sums = grad_fn(params, micro, jax.random.fold_in(rng, i))
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+    zeros = (jax.tree.map(jnp.zeros_like, params),
+             {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct_sum", "weight_sum")})
+    (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), _microbatches(batch, accum_steps)))
+    return grads, sums
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -48,21 +80,22 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     dropout_key: jax.Array,
+    accum_steps: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One AdamW update. Dropout noise is a function of (dropout_key, step): resumable without saved RNG state."""
-    rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)}
+    """One AdamW update over the whole batch (in `accum_steps` sequential microbatches if > 1, to save memory).
 
-    def loss_fn(params: Any):
-        logits_BxPxV = _forward(model, params, batch, deterministic=False, rngs=rngs)
-        sums = mlm_loss_sums(logits_BxPxV, batch["masked_ids"], batch["masked_weights"])
-        return sums["loss_sum"] / jnp.maximum(sums["weight_sum"], 1.0), sums
-
-    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    Dropout noise is a function of (dropout_key, step): resumable without saved RNG state.
+    """
+    rng = jax.random.fold_in(dropout_key, state.step)
+    grad_sums, sums = summed_grads(model, state.params, batch, rng, accum_steps)
+    weight = jnp.maximum(sums["weight_sum"], 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grad_sums)  # the gradient of the mean loss over the whole batch
+    loss = sums["loss_sum"] / weight
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
-        "accuracy": sums["correct_sum"] / jnp.maximum(sums["weight_sum"], 1.0),
+        "accuracy": sums["correct_sum"] / weight,
         "grad_norm": optax.global_norm(grads),
         "learning_rate": schedule(state.step),
     }
@@ -89,11 +122,13 @@ def jit_steps(
     state_shardings: TrainState,
     batch_sharding: jax.sharding.NamedSharding,
     dropout_key: jax.Array,
+    accum_steps: int = 1,
 ) -> tuple[Callable, Callable]:
     """The train step with explicit shardings and donated state, and the eval step."""
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
     train = jax.jit(
-        lambda s, b: train_step(s, b, model=model, tx=tx, schedule=schedule, dropout_key=dropout_key),
+        lambda s, b: train_step(s, b, model=model, tx=tx, schedule=schedule, dropout_key=dropout_key,
+                                accum_steps=accum_steps),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,

@@ -1,0 +1,87 @@
+"""Everything a run builds from its config before any data flows: model, optimizer, mesh, shardings, steps.
+
+Shared by `pretrain`, `bench` and `compile-only`, so that all three compile the very same train step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from plm_jax.data.masking import resolve_max_predictions
+from plm_jax.models.config import TransformerConfig
+from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
+from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
+from plm_jax.train import state as state_lib
+from plm_jax.train.optimizer import make_optimizer
+from plm_jax.train.step import jit_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSetup:
+    model_cfg: TransformerConfig
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    mesh: Mesh
+    init_inputs: dict[str, jax.Array]
+    abstract_state: state_lib.TrainState  # shapes + shardings, no memory
+    state_shardings: state_lib.TrainState
+    data_sharding: NamedSharding
+    train_step: Callable
+    eval_step: Callable
+
+    def init_state(self, seed: int) -> state_lib.TrainState:
+        return state_lib.init_state(self.model, self.tx, self.init_inputs, self.state_shardings,
+                                    jax.random.key(seed))
+
+    def abstract_batch(self, batch_size: int, seq_len: int, predictions: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The global batch's shapes, for ahead-of-time compilation."""
+        def spec(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=self.data_sharding)
+
+        tokens, preds = (batch_size, seq_len), (batch_size, predictions)
+        return dict(input_ids=spec(tokens, jnp.int32), segment_ids=spec(tokens, jnp.int32),
+                    positions=spec(tokens, jnp.int32), masked_positions=spec(preds, jnp.int32),
+                    masked_ids=spec(preds, jnp.int32), masked_weights=spec(preds, jnp.float32))
+
+
+def build(config: Any, devices: list[jax.Device] | None = None) -> TrainingSetup:
+    model_cfg = TransformerConfig.from_config(config.model)
+    mesh = make_mesh(config.mesh, devices)
+    rules = rules_from_config(config.logical_axis_rules)
+    model = BertForMaskedLM(model_cfg)
+    tx, schedule = make_optimizer(config.train)
+    init_inputs = dummy_inputs(model_cfg, 1, config.data.seq_len)
+    abstract, shardings = state_lib.state_shardings(model, tx, init_inputs, mesh, rules)
+    data_sharding = batch_sharding(mesh, rules)
+    dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    train_step, eval_step = jit_steps(model, tx, schedule, shardings, data_sharding, dropout_key,
+                                      accum_steps=config.train.grad_accum_steps)
+    return TrainingSetup(model_cfg, model, tx, schedule, mesh, init_inputs, abstract, shardings, data_sharding,
+                         train_step, eval_step)
+
+
+def compile_only(config: Any) -> dict[str, Any]:
+    """Lowers and compiles the train step for the configured mesh without allocating the state, and reports
+    XLA's per-device memory estimate, so an out-of-memory config shows up before a pod is reserved."""
+    setup = build(config)
+    batch = setup.abstract_batch(config.train.batch_size, config.data.seq_len, resolve_max_predictions(config.data))
+    compiled = setup.train_step.lower(setup.abstract_state, batch).compile()
+    mem = compiled.memory_analysis()
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+              "generated_code_size_in_bytes")
+    report = {f.removesuffix("_in_bytes"): getattr(mem, f, 0) for f in fields} if mem is not None else {}
+    # arguments (state + batch) and temporaries live at once; outputs alias the donated state
+    peak = report.get("argument_size", 0) + report.get("temp_size", 0) + report.get("output_size", 0) \
+        - report.get("alias_size", 0)
+    report.update(devices=len(setup.mesh.devices.flat), mesh=dict(setup.mesh.shape),
+                  params=state_lib.count_params(setup.abstract_state.params), estimated_peak_bytes_per_device=peak)
+    return report
