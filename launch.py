@@ -27,6 +27,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path of a Python conf
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, logs, metrics (pretrain).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where `tokenizer` writes the SentencePiece model.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "`tokenizer`: replace an existing model file.")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-process: how many processes in all.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
+_DISTRIBUTED_AUTO = flags.DEFINE_bool("distributed_auto", False,
+                                      "Let JAX find the processes from the environment (TPU VM pods, SLURM).")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices per process (testing).")
 
 
 class UserError(Exception):
@@ -83,8 +89,11 @@ def main(argv: list[str]) -> None:
                         datefmt="%H:%M:%S")
     logging.getLogger("plm_jax").setLevel(logging.INFO)
     from plm_jax.errors import USER_ERRORS
+    from plm_jax.parallel import distributed
 
     try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value)
         run(args[0])
     except (UserError, *USER_ERRORS) as e:
         if os.environ.get("PLM_DEBUG"):

@@ -21,11 +21,12 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 class MetricWriter:
     """Appends `{"step", "split", **metrics}` records; `truncate_after(step)` drops records a resume will redo."""
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
+    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
         self.workdir = workdir
         self.path = os.path.join(workdir, JSONL_NAME)
+        self.enabled = enabled  # False on all but one host of a multi-host run
         self._tb = None
-        if tensorboard:
+        if tensorboard and enabled:
             import tensorflow as tf  # the data pipeline imports it anyway; its writer needs no extra package
 
             self._tf = tf
@@ -33,6 +34,8 @@ class MetricWriter:
 
     def truncate_after(self, step: int) -> None:
         """After a kill, records past the restored checkpoint are rewritten, not duplicated."""
+        if not self.enabled:
+            return
         records = read_jsonl(self.path)
         kept = [r for r in records if r["step"] <= step]
         if len(kept) != len(records):
@@ -42,6 +45,8 @@ class MetricWriter:
             os.replace(tmp, self.path)
 
     def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
         record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -49,6 +54,9 @@ class MetricWriter:
             with self._tb.as_default(step=int(step)):
                 for k, v in metrics.items():
                     self._tf.summary.scalar(f"{split}/{k}", float(v))
+
+    def plot(self) -> str | None:
+        return plot_curves(self.workdir) if self.enabled else None
 
     def flush(self) -> None:
         if self._tb is not None:

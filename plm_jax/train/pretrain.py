@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from plm_jax.data import masking, pipeline, sources
@@ -22,7 +23,7 @@ from plm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from plm_jax.models.config import TransformerConfig
 from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer
-from plm_jax.train.metrics_log import JSONL_NAME, MetricWriter, plot_curves, read_jsonl
+from plm_jax.train.metrics_log import JSONL_NAME, MetricWriter, read_jsonl
 from plm_jax.train.setup import build
 from plm_jax.train.step import eval_metrics
 
@@ -45,9 +46,10 @@ def check_or_write_config(config: Any, workdir: str) -> None:
                              "use a new --workdir")
         return
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    tmp = f"{path}.tmp{os.getpid()}"  # hosts sharing a file system may write at once; the content is the same
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(resolved, f, indent=2)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
@@ -56,13 +58,21 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
         tokenizer = load_tokenizer(config.data.tokenizer)
     else:
         path = os.path.join(workdir, "tokenizer.model")
-        if os.path.exists(path):
-            tokenizer = load_tokenizer(path)
-        else:
+
+        def train() -> None:
             log.info("training a %d-piece SentencePiece model on the training text -> %s",
                      config.model.vocab_size, path)
             docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
-            tokenizer = train_tokenizer(docs, config.model.vocab_size, path, seed=config.seed)
+            train_tokenizer(docs, config.model.vocab_size, path, seed=config.seed)
+
+        if not os.path.exists(path):
+            if jax.process_index() == 0:
+                train()
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("plm_jax: tokenizer trained")
+                if not os.path.exists(path):  # no shared file system: each host trains the same model
+                    train()
+        tokenizer = load_tokenizer(path)
     if tokenizer.vocab_size != config.model.vocab_size:
         raise ValueError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces) does not match "
                          f"model.vocab_size={config.model.vocab_size}")
@@ -87,7 +97,11 @@ def validate(config: Any) -> TransformerConfig:
 
 
 class _StopFlag:
-    """SIGTERM/SIGINT ask the loop to checkpoint and leave at the next step boundary."""
+    """SIGTERM/SIGINT ask the loop to checkpoint and leave at a step boundary.
+
+    With several processes, each may get the signal at a different step; `agreed` turns the local flags into one
+    decision at the same step on every host (a collective), so that all of them save the same step and leave.
+    """
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -95,6 +109,14 @@ class _StopFlag:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signal = signum
+
+    def agreed(self) -> bool:
+        if jax.process_count() == 1:
+            return self.signal is not None
+        flags = multihost_utils.process_allgather(np.int32(self.signal or 0))
+        if self.signal is None and flags.max():
+            self.signal = int(flags.max())
+        return bool(flags.max())
 
     def restore(self) -> None:
         for s, handler in self._old.items():
@@ -117,7 +139,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
                         use_async=config.train.async_checkpoints)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)  # one host writes the logs
     latest = ckpt.latest_step()
     if latest is None:
         state = setup.init_state(config.seed)
@@ -176,7 +198,11 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         raise ValueError(f"train.profile_steps={profile}: expected (first, last) with 0 < first <= last")
     tracing = False
     try:
-        while step < steps and stop.signal is None:
+        while step < steps:
+            # one process: every step; several: at log steps, where the hosts wait for each other anyway
+            check = jax.process_count() == 1 or step == start_step or step % config.train.log_every == 0
+            if check and stop.agreed():
+                break
             if profile and step + 1 == profile[0]:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 tracing = True
@@ -206,7 +232,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
                 pending, tokens_since, time_since = [], 0, now
             if step % config.train.eval_every == 0 or step == steps:
                 bar.write(f"eval at step {step}: {_fmt(evaluate(step))}")
-                plot_curves(workdir)
+                writer.plot()
             if step % config.train.checkpoint_every == 0 or step == steps:
                 ckpt.save(step, state, data_position(step))
         if stop.signal is not None and step < steps:
@@ -223,9 +249,10 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
 
     evals = {r["step"]: r for r in _read_eval(workdir)}
     results.update(steps=step, eval_at_start=evals.get(0), eval_at_end=evals.get(step))
-    results["curves"] = plot_curves(workdir)
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    results["curves"] = writer.plot()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
     return results
 
 
