@@ -32,6 +32,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-process: how ma
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _DISTRIBUTED_AUTO = flags.DEFINE_bool("distributed_auto", False,
                                       "Let JAX find the processes from the environment (TPU VM pods, SLURM).")
+_DIST_TIMEOUT = flags.DEFINE_integer("distributed_timeout_s", 100,
+                                     "Multi-process: give up on a process that has not joined or stopped answering.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices per process (testing).")
 
 
@@ -93,7 +95,8 @@ def main(argv: list[str]) -> None:
 
     try:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value)
+                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value,
+                               timeout_s=_DIST_TIMEOUT.value)
         run(args[0])
     except (UserError, *USER_ERRORS) as e:
         if os.environ.get("PLM_DEBUG"):

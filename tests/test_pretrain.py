@@ -205,13 +205,13 @@ def test_tokenizer_command(setup, tmp_path):
     assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr
 
 
-def _launch_processes(config_path, workdir, port, n=2):
+def _launch_processes(config_path, workdir, port, *extra, n=2):
     """n processes of 8 // n CPU devices each on 127.0.0.1, forming one 8-device mesh through jax.distributed."""
     env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": ""}  # devices come from --cpu_devices, not the test's 8
     return [subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "launch.py"), "pretrain", f"--config={config_path}",
          f"--workdir={workdir}", f"--num_processes={n}", f"--process_id={i}", f"--coordinator=127.0.0.1:{port}",
-         f"--cpu_devices={8 // n}"],
+         f"--cpu_devices={8 // n}", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for i in range(n)]
 
 
@@ -253,3 +253,24 @@ def test_two_processes_equal_one_and_resume(setup, uninterrupted):
     assert f"at step {STEPS // 2}" in outs[0]
     resumed, _ = _final_state(workdir, corpus)
     assert tree_equal(resumed, two)
+
+
+@pytest.mark.slow
+def test_a_dead_process_ends_the_others_with_a_clear_error(setup):
+    base, corpus, config_path = setup
+    workdir = str(base / "dead_peer")
+    procs = _launch_processes(config_path, workdir, 29300 + os.getpid() % 100, "--distributed_timeout_s=10",
+                              "--config.train.steps=100000")
+    try:
+        _wait_for_checkpoint(workdir, 20, procs[0])
+        procs[1].kill()
+        killed_at = time.time()
+        out, _ = procs[0].communicate(timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode != 0
+    assert time.time() - killed_at < 90
+    assert "stopped sending heartbeats" in out, out[-3000:]
+    state, data = _final_state(workdir, corpus, step=20)  # what was saved before the failure is intact
+    assert int(state.step) == 20 and data["rows_consumed"] == 20 * 16

@@ -20,9 +20,13 @@ def initialize(
     *,
     auto: bool = False,
     cpu_devices: int = 0,
-    timeout_s: int = 300,
+    timeout_s: int = 100,
 ) -> None:
-    """Must run before the first JAX operation. `cpu_devices` > 0 simulates that many devices per process."""
+    """Must run before the first JAX operation. `cpu_devices` > 0 simulates that many devices per process.
+
+    `timeout_s` bounds both the wait for all processes to join and how long the others keep going after one
+    stops answering (the coordination service's heartbeat): a dead host ends the run, it does not hang it.
+    """
     if cpu_devices:
         jax.config.update("jax_num_cpu_devices", cpu_devices)
     if auto:
@@ -33,7 +37,7 @@ def initialize(
         if not 0 <= process_id < num_processes:
             raise ValueError(f"--process_id={process_id} is outside [0, {num_processes})")
         jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout_s,
-                                   heartbeat_timeout_seconds=min(100, timeout_s))
+                                   heartbeat_timeout_seconds=timeout_s)
     else:
         return
     log.info("process %d of %d; %d local and %d global devices", jax.process_index(), jax.process_count(),
