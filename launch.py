@@ -4,6 +4,8 @@
     python launch.py tokenizer --config configs/quickstart.py --output runs/spm.model
     python launch.py bench     --config configs/bench/bert_mini.py
     python launch.py compile-only --config configs/quickstart.py --config.mesh.fsdp=2   # memory before a run
+    python launch.py tpu run --name=my-v5e --zone=us-west4-a --type=v5litepod-16 [--dry_run] \
+        -- pretrain --config configs/quickstart.py --workdir /mnt/bucket/run
 
 Errors that come from the user's input (config, files, checkpoints) are printed as one line, exit status 2.
 """
@@ -34,6 +36,14 @@ _DISTRIBUTED_AUTO = flags.DEFINE_bool("distributed_auto", False,
                                       "Let JAX find the processes from the environment (TPU VM pods, SLURM).")
 _DIST_TIMEOUT = flags.DEFINE_integer("distributed_timeout_s", 100,
                                      "Multi-process: give up on a process that has not joined or stopped answering.")
+_TPU_NAME = flags.DEFINE_string("name", None, "`tpu`: the TPU VM (slice) name.")
+_TPU_ZONE = flags.DEFINE_string("zone", None, "`tpu`: its zone, e.g. us-west4-a.")
+_TPU_TYPE = flags.DEFINE_string("type", "v5litepod-16", "`tpu`: accelerator type.")
+_TPU_RUNTIME = flags.DEFINE_string("runtime_version", "v2-alpha-tpuv5-lite", "`tpu`: TPU VM software version.")
+_TPU_PROJECT = flags.DEFINE_string("project", None, "`tpu`: Google Cloud project (default: gcloud's).")
+_TPU_SPOT = flags.DEFINE_bool("spot", False, "`tpu`: create a Spot (preemptible) slice.")
+_TPU_RETRIES = flags.DEFINE_integer("retries", 3, "`tpu run`: recreate a preempted slice this many times.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "`tpu`: print the gcloud commands instead of running them.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices per process (testing).")
 
 
@@ -81,10 +91,27 @@ def run(command: str) -> None:
         print(json.dumps(compile_only(config)))
 
 
+def run_tpu(verb: str, launch_args: list[str]) -> int:
+    from plm_jax.cloud import tpu_vm
+
+    vm = tpu_vm.TpuVm(name=_require(_TPU_NAME.value, "name", "tpu"), zone=_require(_TPU_ZONE.value, "zone", "tpu"),
+                      accelerator_type=_TPU_TYPE.value, runtime_version=_TPU_RUNTIME.value,
+                      project=_TPU_PROJECT.value, spot=_TPU_SPOT.value)
+    return tpu_vm.main(verb, vm, launch_args, dry_run=_DRY_RUN.value, retries=_TPU_RETRIES.value)
+
+
 def main(argv: list[str]) -> None:
     args = [a for a in argv[1:]]
+    if args[:1] == ["tpu"] and len(args) >= 2:  # tpu create|run|delete|ssh [-- launch.py arguments]
+        try:
+            sys.exit(run_tpu(args[1], args[2:]))
+        except (UserError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     if len(args) != 1 or args[0] not in COMMANDS:
-        print(f"usage: python launch.py {{{'|'.join(COMMANDS)}}} --config=… [flags]   (got {args})", file=sys.stderr)
+        print(f"usage: python launch.py {{{'|'.join(COMMANDS)}}} --config=… [flags]\n"
+              f"       python launch.py tpu {{create|run|delete|ssh}} --name=… --zone=… [-- launch.py args]"
+              f"   (got {args})", file=sys.stderr)
         sys.exit(2)
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and JAX narrate every save at INFO
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
