@@ -49,3 +49,18 @@ def test_bench_runs_and_reports():
         r = run_bench(config)
         assert r["tokens_per_sec"] > 0 and 0 < r["mfu_pct_median"] < 100 and r["compile_s"] > 0
         assert r["steps_timed"] == 2 and r["peak_rss_mb"] > 0
+
+
+def test_bench_measures_the_input_pipeline(tmp_path):
+    from plm_jax.data.tokenizer import train_tokenizer
+    from tests.corpus import documents, write_corpus
+
+    config = load_config("configs/bench/bert_mini.py")
+    config.model.update(vocab_size=56, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64)
+    config.data.update(source="text", paths=(write_corpus(tmp_path / "c.txt", 500),), seq_len=32,
+                       tokenizer=str(tmp_path / "spm.model"))
+    train_tokenizer(documents(500), 56, config.data.tokenizer)
+    config.train.batch_size = 8
+    config.bench.update(steps=1, measure_peak=False, peak_flops=1e11, pipeline=True, pipeline_batches=20)
+    r = run_bench(config)
+    assert r["pipeline_tokens_per_sec"] > 0 and r["pipeline_over_step"] > 0

@@ -131,3 +131,20 @@ def test_dropout_rate_and_scale():
     z = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)}))
     assert (kept != (z != 0)).mean() > 0.1  # another key, another mask
     np.testing.assert_array_equal(Dropout(0.1).apply({}, x, deterministic=True), x)
+
+
+def test_fused_attention_matches_einsum_and_keeps_packing():
+    base = dict(TINY, dropout_rate=0.0, attention_dropout_rate=0.0)
+    model, params = _init(TransformerConfig(**base))
+    fused = BertForMaskedLM(TransformerConfig(**base, attention="xla"))
+    rng = np.random.default_rng(3)
+    ids = rng.integers(5, 97, (2, 24)).astype(np.int32)
+    seg = np.array([[1] * 10 + [2] * 9 + [0] * 5, [1] * 24], np.int32)
+    pos = np.array([list(range(10)) + list(range(9)) + [0] * 5, list(range(24))], np.int32)
+    everywhere = np.tile(np.arange(24, dtype=np.int32), (2, 1))
+    a = np.asarray(model.apply({"params": params}, ids, seg, pos, everywhere))
+    b = np.asarray(fused.apply({"params": params}, ids, seg, pos, everywhere))
+    valid = seg != 0
+    np.testing.assert_allclose(b[valid], a[valid], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="no attention-probability dropout"):
+        TransformerConfig(**TINY, attention="cudnn")

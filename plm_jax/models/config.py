@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class TransformerConfig:
     use_pooler: bool = True
     init_std: float = 0.02
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    attention: str = "einsum"  # einsum (supports attention dropout) | xla | cudnn: jax.nn.dot_product_attention
     remat: str = "none"  # recompute each layer's activations in the backward pass: none | full | dots | dots_no_batch
 
     def __post_init__(self) -> None:
@@ -43,6 +45,11 @@ class TransformerConfig:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"model.attention={self.attention!r}; expected one of {ATTENTION_IMPLS}")
+        if self.attention != "einsum" and self.attention_dropout_rate:
+            raise ValueError(f"model.attention={self.attention!r} has no attention-probability dropout; "
+                             "set model.attention_dropout_rate=0 or use model.attention='einsum'")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"model.remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         if not 0.0 <= self.dropout_rate < 1.0 or not 0.0 <= self.attention_dropout_rate < 1.0:

@@ -84,6 +84,10 @@ class SelfAttention(nn.Module):
         k_BxLxHxK = dense(cfg, shape, ("embed", "heads", "kv"), "key")(x_BxLxD)
         v_BxLxHxK = dense(cfg, shape, ("embed", "heads", "kv"), "value")(x_BxLxD)
 
+        if cfg.attention != "einsum":  # fused kernels (cuDNN flash attention on GPUs); same mask semantics
+            out_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xLxL,
+                                                       implementation=cfg.attention)
+            return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out", axis=(-2, -1))(out_BxLxHxK)
         q_BxLxHxK = q_BxLxHxK * jnp.asarray(cfg.head_dim**-0.5, q_BxLxHxK.dtype)
         logits_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32)
         logits_BxHxLxL = jnp.where(mask_Bx1xLxL, logits_BxHxLxL, _NEG_INF)

@@ -189,7 +189,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     train_iter = train_ds.as_numpy_iterator()
     stop = _StopFlag()
     pending: list[dict[str, jax.Array]] = []
-    tokens_since, time_since = 0, time.perf_counter()
+    tokens_since, time_since, data_wait = 0, time.perf_counter(), 0.0
     bar = tqdm(total=steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True,
                disable=jax.process_index() != 0)
     step = start_step
@@ -206,7 +206,9 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
             if profile and step + 1 == profile[0]:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 tracing = True
-            host_batch = next(train_iter)
+            wait_start = time.perf_counter()
+            host_batch = next(train_iter)  # the device works on the previous step meanwhile (async dispatch)
+            data_wait += time.perf_counter() - wait_start
             tokens_since += int(np.count_nonzero(host_batch["segment_ids"])) * jax.process_count()
             state, metrics = train_step(state, to_global(host_batch))
             pending.append(metrics)
@@ -219,17 +221,18 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
                 log.info("profile of steps %d-%d written to %s", *profile, os.path.join(workdir, "profile"))
             if step == start_step + 1:  # the first step includes compilation: keep it out of tokens/s
                 jax.block_until_ready(metrics)
-                tokens_since, time_since = 0, time.perf_counter()
+                tokens_since, time_since, data_wait = 0, time.perf_counter(), 0.0
             if step % config.train.log_every == 0 or step == steps:
                 fetched = jax.device_get(pending)  # waits for the dispatched steps, so the clock below is honest
                 now = time.perf_counter()
                 means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 if tokens_since:
                     means["tokens_per_sec"] = tokens_since / (now - time_since)
+                    means["data_wait_frac"] = data_wait / (now - time_since)  # input pipeline stalls
                 writer.write(step, "train", means)
                 bar.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['accuracy']:.3f}",
                                 tok_s=f"{means.get('tokens_per_sec', 0):,.0f}")
-                pending, tokens_since, time_since = [], 0, now
+                pending, tokens_since, time_since, data_wait = [], 0, now, 0.0
             if step % config.train.eval_every == 0 or step == steps:
                 bar.write(f"eval at step {step}: {_fmt(evaluate(step))}")
                 writer.plot()
