@@ -91,3 +91,33 @@ def test_fsdp_divides_state_bytes_and_compile_only_reports_memory():
     report = compile_only(config)
     assert report["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
     assert report["argument_size"] > 0 and report["estimated_peak_bytes_per_device"] > 0
+
+
+def test_scanned_layers_match_unscanned_and_checkpoints_refuse_the_other_layout(tmp_path):
+    from plm_jax.models import layout
+    from plm_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
+
+    cfg = TransformerConfig(**{**CFG.to_dict(), "dropout_rate": 0.0, "attention_dropout_rate": 0.0})
+    scan_cfg = TransformerConfig(**{**cfg.to_dict(), "scan_layers": True})
+    _, state = _one_step(cfg, 1)
+    _, scan_state = _one_step(scan_cfg, 1)  # same init key, but scan draws per-layer keys differently
+    assert "layers" in scan_state.params["encoder"] and "layer_0" not in scan_state.params["encoder"]
+    # the same parameters give the same logits in either layout, and the conversion round-trips exactly
+    scanned_params = layout.to_scanned(state.params)
+    assert jax.tree.structure(scanned_params) == jax.tree.structure(scan_state.params)
+    batch = _batch()
+    args = (batch["input_ids"], batch["segment_ids"], batch["positions"], batch["masked_positions"])
+    a = BertForMaskedLM(cfg).apply({"params": state.params}, *args)
+    b = BertForMaskedLM(scan_cfg).apply({"params": scanned_params}, *args)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool((x == y).all()), layout.to_unscanned(scanned_params),
+                                     state.params))
+    # a checkpoint of one layout is refused by name when the config asks for the other
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(1, state, {"rows_consumed": 16})
+    ckpt.close()
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    model, (tx, _) = BertForMaskedLM(scan_cfg), optimizer.make_optimizer(TRAIN)
+    abstract, _ = state_lib.state_shardings(model, tx, dummy_inputs(scan_cfg), mesh, sharding.DEFAULT_RULES)
+    with pytest.raises(CheckpointMismatchError, match="holds unscanned layers .*model.scan_layers=False"):
+        Checkpointer(str(tmp_path)).restore(1, abstract)

@@ -33,6 +33,7 @@ class TransformerConfig:
     init_std: float = 0.02
     dtype: str = "float32"  # compute dtype; parameters stay float32
     attention: str = "einsum"  # einsum (supports attention dropout) | xla | cudnn: jax.nn.dot_product_attention
+    scan_layers: bool = False  # nn.scan over layers: flat compile time; parameters stacked on a `layers` axis
     remat: str = "none"  # recompute each layer's activations in the backward pass: none | full | dots | dots_no_batch
 
     def __post_init__(self) -> None:

@@ -26,14 +26,43 @@ def remat_layer(layer_cls: type[nn.Module], policy: str) -> type[nn.Module]:
     return nn.remat(layer_cls, policy=policies[policy], static_argnums=(3,))  # (self, x, mask, deterministic)
 
 
+class _ScannedLayer(nn.Module):
+    """One layer in `nn.scan`'s carry/output form: the residual stream is the carry."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array, deterministic: bool):
+        layer_cls = remat_layer(EncoderLayer, self.cfg.remat)
+        return layer_cls(self.cfg, name="layer")(x_BxLxD, mask_Bx1xLxL, deterministic), None
+
+
+def scanned_layers(cfg: TransformerConfig) -> nn.Module:
+    """All layers as one `nn.scan`: one layer is compiled whatever the depth, so compile time stays flat.
+
+    Parameters get a leading `layers` axis (logical axis "layers", never sharded) under `layers/layer/...`.
+    """
+    return nn.scan(
+        _ScannedLayer,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(cfg, name="layers")
+
+
 class Encoder(nn.Module):
     cfg: TransformerConfig
 
     def setup(self) -> None:
         cfg = self.cfg
         self.embeddings = Embeddings(cfg)
-        layer_cls = remat_layer(EncoderLayer, cfg.remat)
-        self.layers = [layer_cls(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        if cfg.scan_layers:
+            self.layers = scanned_layers(cfg)
+        else:
+            layer_cls = remat_layer(EncoderLayer, cfg.remat)
+            self.layers = [layer_cls(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
         if cfg.pre_layer_norm:
             self.final_layer_norm = layer_norm(cfg, "final_layer_norm")
 
@@ -50,8 +79,11 @@ class Encoder(nn.Module):
             token_type_ids_BxL = jnp.zeros_like(input_ids_BxL)
         mask_Bx1xLxL = attention_mask(segment_ids_BxL)
         x_BxLxD = self.embeddings(input_ids_BxL, positions_BxL, token_type_ids_BxL, deterministic)
-        for layer in self.layers:
-            x_BxLxD = layer(x_BxLxD, mask_Bx1xLxL, deterministic)
+        if self.cfg.scan_layers:
+            x_BxLxD, _ = self.layers(x_BxLxD, mask_Bx1xLxL, deterministic)
+        else:
+            for layer in self.layers:
+                x_BxLxD = layer(x_BxLxD, mask_Bx1xLxL, deterministic)
         if self.cfg.pre_layer_norm:
             x_BxLxD = self.final_layer_norm(x_BxLxD)
         return x_BxLxD

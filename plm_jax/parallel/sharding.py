@@ -28,6 +28,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("kv", None),
     ("length", None),
     ("type", None),
+    ("layers", None),  # the stacked axis of scanned layers
 )
 
 

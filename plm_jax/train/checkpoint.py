@@ -10,6 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from plm_jax.models.layout import layout_of
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written by a model or optimizer of another shape."""
@@ -31,6 +33,11 @@ def check_compatible(saved: Any, abstract: Any, where: str) -> None:
     missing = sorted(set(want_shapes) - set(saved_shapes))
     extra = sorted(set(saved_shapes) - set(want_shapes))
     differ = [k for k in sorted(set(want_shapes) & set(saved_shapes)) if saved_shapes[k] != want_shapes[k]]
+    saved_layout, want_layout = layout_of(set(saved_shapes)), layout_of(set(want_shapes))
+    if saved_layout and want_layout and saved_layout != want_layout:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} holds {saved_layout} layers but the config builds {want_layout} ones: set "
+            f"--config.model.scan_layers={saved_layout == 'scanned'} (plm_jax.models.layout converts between them)")
     if missing or extra or differ:
         parts = []
         if differ:

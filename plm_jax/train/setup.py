@@ -6,6 +6,7 @@ Shared by `pretrain`, `bench` and `compile-only`, so that all three compile the 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +75,9 @@ def compile_only(config: Any) -> dict[str, Any]:
     XLA's per-device memory estimate, so an out-of-memory config shows up before a pod is reserved."""
     setup = build(config)
     batch = setup.abstract_batch(config.train.batch_size, config.data.seq_len, resolve_max_predictions(config.data))
+    start = time.perf_counter()
     compiled = setup.train_step.lower(setup.abstract_state, batch).compile()
+    compile_s = time.perf_counter() - start
     mem = compiled.memory_analysis()
     fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
               "generated_code_size_in_bytes")
@@ -82,6 +85,6 @@ def compile_only(config: Any) -> dict[str, Any]:
     # arguments (state + batch) and temporaries live at once; outputs alias the donated state
     peak = report.get("argument_size", 0) + report.get("temp_size", 0) + report.get("output_size", 0) \
         - report.get("alias_size", 0)
-    report.update(devices=len(setup.mesh.devices.flat), mesh=dict(setup.mesh.shape),
+    report.update(compile_s=round(compile_s, 2), devices=len(setup.mesh.devices.flat), mesh=dict(setup.mesh.shape),
                   params=state_lib.count_params(setup.abstract_state.params), estimated_peak_bytes_per_device=peak)
     return report
