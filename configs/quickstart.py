@@ -1,4 +1,4 @@
-r"""Quickstart: a small BERT pretrained with masked LM on ~9,500 English Wikipedia article leads, offline.
+r"""Quickstart: a small BERT pretrained with masked LM on ~9,000 English Wikipedia article leads, offline.
 
     python launch.py pretrain --config configs/quickstart.py --workdir runs/quickstart
 

@@ -3,6 +3,12 @@
 Set PLM_DEBUG=1 to get the traceback as well.
 """
 
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset could not be fetched or prepared (offline, a missing package, a failed download)."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (
     ValueError,  # includes CheckpointMismatchError and config validation
     FileNotFoundError,
@@ -10,4 +16,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     NotADirectoryError,
     IsADirectoryError,
     UnicodeError,
+    DataUnavailableError,
 )

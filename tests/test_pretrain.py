@@ -177,6 +177,7 @@ def test_bad_input_is_named_and_nothing_is_lost(setup, uninterrupted, tmp_path):
     bad.model.vocab_size = 64
     with pytest.raises(ValueError, match=r"tokenizer vocabulary \(56 pieces\) does not match model.vocab_size=64"):
         pretrain(bad, str(tmp_path / "vocab_run"))
+    assert not os.path.exists(tmp_path / "vocab_run" / "config.json")  # a failed first start pins no config
 
     # a work directory of another model shape, and a checkpoint copied from another model shape
     snapshot = {f: os.path.getmtime(os.path.join(uninterrupted[0], f)) for f in ("config.json", "metrics.jsonl")}

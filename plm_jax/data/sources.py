@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import ml_collections
 import tensorflow as tf
 
+from plm_jax.errors import DataUnavailableError
+
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
 
@@ -230,7 +232,7 @@ def tfds_builder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
         try:
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
         except Exception as e:
-            raise RuntimeError(f"cannot download and prepare TFDS dataset {name!r} in {builder.data_dir}: "
+            raise DataUnavailableError(f"cannot download and prepare TFDS dataset {name!r} in {builder.data_dir}: "
                                f"{type(e).__name__}: {e}") from e
     return builder
 

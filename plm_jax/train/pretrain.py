@@ -32,20 +32,25 @@ CONFIG_NAME = "config.json"
 
 
 # ---------------------------------------------------------------- setup: work directory, tokenizer, model
-def check_or_write_config(config: Any, workdir: str) -> None:
+def check_config(config: Any, workdir: str) -> dict[str, Any]:
     """The work directory remembers its config; a resume with another model shape is refused up front."""
     path = os.path.join(workdir, CONFIG_NAME)
     resolved = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved.get("model") != resolved["model"]:
-            diff = {k: (saved.get("model", {}).get(k), v) for k, v in resolved["model"].items()
-                    if saved.get("model", {}).get(k) != v}
+            saved = json.load(f).get("model", {})
+        if saved != resolved["model"]:
+            diff = {k: (saved.get(k), v) for k, v in resolved["model"].items() if saved.get(k) != v}
             raise ValueError(f"{workdir} holds a run of another model shape (saved vs config: {diff}); "
                              "use a new --workdir")
+    return resolved
+
+
+def write_config(resolved: dict[str, Any], workdir: str) -> None:
+    """Written once the run's inputs have been checked, so a failed first start does not pin a bad config."""
+    path = os.path.join(workdir, CONFIG_NAME)
+    if os.path.exists(path):
         return
-    os.makedirs(workdir, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"  # hosts sharing a file system may write at once; the content is the same
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(resolved, f, indent=2)
@@ -74,8 +79,9 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
                     train()
         tokenizer = load_tokenizer(path)
     if tokenizer.vocab_size != config.model.vocab_size:
+        hint = "" if config.data.tokenizer else f" (trained earlier into {path}: delete it to train a new one)"
         raise ValueError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces) does not match "
-                         f"model.vocab_size={config.model.vocab_size}")
+                         f"model.vocab_size={config.model.vocab_size}{hint}")
     return tokenizer
 
 
@@ -127,11 +133,13 @@ class _StopFlag:
 def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) pretraining in `workdir`; returns the eval metrics at the start and the end."""
     validate(config)
-    if not config.data.source == "tfds":
+    if config.data.source != "tfds":
         stats = sources.scan_local_files(config.data)
         log.info("data: %s", stats)
-    check_or_write_config(config, workdir)
+    resolved = check_config(config, workdir)
+    os.makedirs(workdir, exist_ok=True)
     tokenizer = prepare_tokenizer(config, workdir)
+    write_config(resolved, workdir)
 
     setup = build(config)
     mesh, data_sharding, abstract = setup.mesh, setup.data_sharding, setup.abstract_state
