@@ -27,14 +27,21 @@ def _batch(B=16, L=16, P=4):
         masked_ids=rng.integers(5, 128, (B, P)).astype(np.int32), masked_weights=np.ones((B, P), np.float32))
 
 
-def _run(mesh_shape, steps=2):
+def make_train(cfg, mesh_shape, accum_steps=1):
+    """(initial state, jitted train step, batch sharding) for `cfg` on the first prod(mesh_shape) devices."""
     n = int(np.prod(mesh_shape))
     mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, mesh_shape)), jax.devices()[:n])
-    model, (tx, schedule) = BertForMaskedLM(CFG), optimizer.make_optimizer(TRAIN)
-    _, shardings = state_lib.state_shardings(model, tx, dummy_inputs(CFG), mesh, sharding.DEFAULT_RULES)
-    state = state_lib.init_state(model, tx, dummy_inputs(CFG), shardings, jax.random.key(0))
+    model, (tx, schedule) = BertForMaskedLM(cfg), optimizer.make_optimizer(TRAIN)
+    _, shardings = state_lib.state_shardings(model, tx, dummy_inputs(cfg), mesh, sharding.DEFAULT_RULES)
+    state = state_lib.init_state(model, tx, dummy_inputs(cfg), shardings, jax.random.key(0))
     data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
-    train, _ = step_lib.jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1))
+    train, _ = step_lib.jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1),
+                                  accum_steps=accum_steps)
+    return state, train, data_sharding
+
+
+def _run(mesh_shape, steps=2):
+    state, train, data_sharding = make_train(CFG, mesh_shape)
     batch = {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in _batch().items()}
     losses = []
     for _ in range(steps):

@@ -10,18 +10,11 @@ from plm_jax.parallel import sharding
 from plm_jax.train import optimizer
 from plm_jax.train import state as state_lib
 from plm_jax.train import step as step_lib
-from tests.test_sharding import CFG, TRAIN, _batch
+from tests.test_sharding import CFG, TRAIN, _batch, make_train
 
 
 def _one_step(cfg: TransformerConfig, accum_steps: int, mesh_shape=(1, 1, 1)):
-    n = int(np.prod(mesh_shape))
-    mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, mesh_shape)), jax.devices()[:n])
-    model, (tx, schedule) = BertForMaskedLM(cfg), optimizer.make_optimizer(TRAIN)
-    _, shardings = state_lib.state_shardings(model, tx, dummy_inputs(cfg), mesh, sharding.DEFAULT_RULES)
-    state = state_lib.init_state(model, tx, dummy_inputs(cfg), shardings, jax.random.key(0))
-    data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
-    train, _ = step_lib.jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1),
-                                  accum_steps=accum_steps)
+    state, train, data_sharding = make_train(cfg, mesh_shape, accum_steps)
     batch = _batch()
     batch["masked_weights"][::3, -1] = 0.0  # uneven weights across microbatches: the mean must still be exact
     state, metrics = train(state, {k: jax.device_put(v, data_sharding) for k, v in batch.items()})
