@@ -51,6 +51,16 @@ def test_bad_accumulation_and_policy_are_named():
         TransformerConfig(**{**CFG.to_dict(), "remat": "some"})
     with pytest.raises(ValueError, match="does not split into 3 microbatches"):
         step_lib._microbatches({"x": np.zeros((16, 2))}, 3)
+    from plm_jax.config_base import mlm_pretrain_config
+    from plm_jax.train.pretrain import validate
+
+    config = mlm_pretrain_config()
+    config.train.grad_accum_steps = 0  # named, not a ZeroDivisionError
+    with pytest.raises(ValueError, match="train.grad_accum_steps must be positive"):
+        validate(config)
+    config.train.grad_accum_steps = 3
+    with pytest.raises(ValueError, match=r"batch_size=32 does not split into 1 processes x train.grad_accum_steps=3"):
+        validate(config)
 
 
 def test_bf16_compute_keeps_fp32_parameters_and_loss():

@@ -90,15 +90,13 @@ def validate(config: Any) -> TransformerConfig:
     masking.validate_mlm_config(config.data)
     if config.data.seq_len > model_cfg.max_len:
         raise ValueError(f"data.seq_len={config.data.seq_len} exceeds model.max_len={model_cfg.max_len}")
-    if config.train.batch_size % jax.process_count():
-        raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by "
-                         f"{jax.process_count()} processes")
-    if config.train.batch_size % (config.train.grad_accum_steps * jax.process_count()):
-        raise ValueError(f"train.batch_size={config.train.batch_size} does not split into "
-                         f"train.grad_accum_steps={config.train.grad_accum_steps} microbatches on each process")
     for key in ("steps", "log_every", "eval_every", "checkpoint_every", "eval_batches", "grad_accum_steps"):
         if config.train[key] <= 0:
             raise ValueError(f"train.{key} must be positive, got {config.train[key]}")
+    if config.train.batch_size % (config.train.grad_accum_steps * jax.process_count()):
+        raise ValueError(f"train.batch_size={config.train.batch_size} does not split into "
+                         f"{jax.process_count()} processes x train.grad_accum_steps="
+                         f"{config.train.grad_accum_steps} microbatches")
     return model_cfg
 
 
