@@ -51,3 +51,52 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices
     config.logical_axis_rules = DEFAULT_RULES
     return config
+
+
+def finetune_config() -> ml_collections.ConfigDict:
+    """Keys of a fine-tuning run (`launch.py finetune`). The model's shape comes from `init`."""
+    from plm_jax.tasks.classification import default_task_config
+
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # head initialisation, dropout and the order of examples
+    # A plm_jax pretraining work directory, a Hugging Face BERT directory (config.json + model.safetensors or
+    # pytorch_model.bin + tokenizer.json/vocab.txt), "minilm" (the packaged all-MiniLM-L6-v2), or "" (random
+    # weights: then `tokenizer` and `model` say what to build). `--init` on the command line sets it.
+    config.init = ""
+    config.from_scratch = False  # keep init's shape and tokenizer, but start from random weights (a baseline)
+    config.tokenizer = ""  # override init's tokenizer (a SentencePiece .model, tokenizer.json or vocab.txt)
+    config.model = ml_collections.ConfigDict(dataclasses.asdict(TransformerConfig()))  # only when init=""
+    # Settings of the pretrained model a fine-tune may change (None = keep init's); never its shape.
+    placeholder = ml_collections.config_dict.placeholder
+    config.model_overrides = ml_collections.ConfigDict(dict(
+        dropout_rate=placeholder(float), attention_dropout_rate=placeholder(float), dtype=placeholder(str),
+        attention=placeholder(str), scan_layers=placeholder(bool), remat=placeholder(str)))
+    config.task = default_task_config()
+    config.task.main_metric = ""  # "" = accuracy (classification), pearson (regression), f1 (qa)
+    config.task.classifier_dropout = -1.0  # < 0: the model's dropout_rate, as Hugging Face
+    config.train = ml_collections.ConfigDict(
+        dict(
+            batch_size=32,
+            eval_batch_size=64,
+            grad_accum_steps=1,
+            epochs=3,
+            lr=5e-5,
+            warmup_frac=0.1,  # of all steps
+            decay="linear",
+            end_lr_fraction=0.0,
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+            clip_norm=1.0,
+            layer_decay=1.0,  # layer-wise LR decay: layer i of N gets lr * layer_decay ** (N - i); 1 = off
+            log_every=10,
+            eval_at_start=False,  # also evaluate the initial model (step 0)
+            checkpoint_every=0,  # steps; 0 = at the end of each epoch only
+            keep_checkpoints=1,
+            async_checkpoints=True,
+        )
+    )
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    config.logical_axis_rules = DEFAULT_RULES
+    return config

@@ -58,6 +58,11 @@ class MetricWriter:
     def plot(self) -> str | None:
         return plot_curves(self.workdir) if self.enabled else None
 
+    def plot_finetune(self, main_metric: str) -> str | None:
+        """Train/eval loss and the eval split's main metric, against the step."""
+        keys = ("loss", main_metric) if main_metric and main_metric != "loss" else ("loss",)
+        return plot_curves(self.workdir, keys, title="fine-tuning") if self.enabled else None
+
     def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()
@@ -67,7 +72,7 @@ class MetricWriter:
             self._tb.close()
 
 
-def plot_curves(workdir: str, keys: tuple[str, ...] = ("loss", "accuracy")) -> str | None:
+def plot_curves(workdir: str, keys: tuple[str, ...] = ("loss", "accuracy"), title: str = "masked-LM") -> str | None:
     """One panel per metric, train and eval on the same axes, against the step. Returns the PNG path."""
     records = read_jsonl(os.path.join(workdir, JSONL_NAME))
     if not records:
@@ -84,7 +89,7 @@ def plot_curves(workdir: str, keys: tuple[str, ...] = ("loss", "accuracy")) -> s
             if points:
                 ax.plot(*zip(*points), style, label=split, markersize=4)
         ax.set_xlabel("step")
-        ax.set_title(f"masked-LM {key}")
+        ax.set_title(f"{title} {key}")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

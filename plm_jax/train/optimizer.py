@@ -1,10 +1,12 @@
-"""AdamW with warmup + decay, weight decay masked off biases and LayerNorm, global-norm clipping."""
+"""AdamW with warmup + decay, weight decay masked off biases and LayerNorm, global-norm clipping, and
+(for fine-tuning) layer-wise learning-rate decay."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 _DECAYS = ("linear", "cosine", "constant")
@@ -46,7 +48,43 @@ def weight_decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(train_cfg: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def layer_depth(names: list[str], num_layers: int) -> int | None:
+    """0 for embeddings, i+1 for layer i, num_layers+1 above the encoder; None for a scanned stack (all layers)."""
+    if any(n == "embeddings" for n in names):
+        return 0
+    for n in names:
+        if n.startswith("layer_") and n[len("layer_"):].isdigit():
+            return int(n[len("layer_"):]) + 1
+    if "layers" in names:
+        return None
+    return num_layers + 1
+
+
+def layerwise_lr_decay(decay: float, num_layers: int) -> optax.GradientTransformation:
+    """Scales each update by decay ** (num_layers + 1 - depth) (ELECTRA's layer-wise LR decay): the head keeps
+    the full learning rate, each layer below it a factor `decay` less, the embeddings the least.
+
+    Applied after AdamW, it scales the whole step (Adam and weight decay alike), i.e. a per-layer learning rate.
+    Scanned stacks get a per-layer vector along their leading `layers` axis."""
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+
+        def scale(path: tuple, u: jax.Array) -> jax.Array:
+            depth = layer_depth(_path_names(path), num_layers)
+            if depth is None:
+                factors = decay ** (num_layers - jnp.arange(num_layers, dtype=jnp.float32))
+                return u * factors.reshape((num_layers,) + (1,) * (u.ndim - 1)).astype(u.dtype)
+            return u * jnp.asarray(decay ** (num_layers + 1 - depth), u.dtype)
+
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def make_optimizer(
+    train_cfg: Any, *, layer_decay: float = 1.0, num_layers: int = 0
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     schedule = learning_rate_schedule(train_cfg)
     chain = []
     if train_cfg.clip_norm:
@@ -61,4 +99,8 @@ def make_optimizer(train_cfg: Any) -> tuple[optax.GradientTransformation, optax.
             mask=weight_decay_mask,
         )
     )
+    if not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"train.layer_decay={layer_decay} must be in (0, 1] (1 = off)")
+    if layer_decay < 1.0:
+        chain.append(layerwise_lr_decay(layer_decay, num_layers))
     return optax.chain(*chain), schedule

@@ -50,26 +50,34 @@ def _microbatches(batch: Batch, n: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def summed_grads(model: nn.Module, params: Any, batch: Batch, rng: jax.Array, accum_steps: int = 1):
-    """Gradients of the *summed* MLM loss, and the sums; microbatches add up to exactly the full batch."""
-    def loss_sum_fn(p: Any, micro: Batch, key: jax.Array):
-        logits_BxPxV = _forward(model, p, micro, deterministic=False, rngs={"dropout": key})
-        sums = mlm_loss_sums(logits_BxPxV, micro["masked_ids"], micro["masked_weights"])
-        return sums["loss_sum"], sums
+def accumulate_grads(sums_fn: Callable, params: Any, batch: Batch, rng: jax.Array, accum_steps: int = 1):
+    """Gradients of a *summed* loss, and its sums; microbatches add up to exactly the full batch.
 
-    grad_fn = jax.grad(loss_sum_fn, has_aux=True)
+    `sums_fn(params, microbatch, dropout_key) -> (loss_sum, {name: sum})`: any objective that reports sums.
+    """
+    grad_fn = jax.grad(sums_fn, has_aux=True)
     if accum_steps == 1:
         return grad_fn(params, batch, rng)
+    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[: x.shape[0] // accum_steps], batch), rng)
 
     def body(carry, xs):
         i, micro = xs
         grads, sums = grad_fn(params, micro, jax.random.fold_in(rng, i))
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-    zeros = (jax.tree.map(jnp.zeros_like, params),
-             {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct_sum", "weight_sum")})
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), _microbatches(batch, accum_steps)))
     return grads, sums
+
+
+def summed_grads(model: nn.Module, params: Any, batch: Batch, rng: jax.Array, accum_steps: int = 1):
+    """Gradients of the summed MLM loss, and the sums."""
+    def loss_sum_fn(p: Any, micro: Batch, key: jax.Array):
+        logits_BxPxV = _forward(model, p, micro, deterministic=False, rngs={"dropout": key})
+        sums = mlm_loss_sums(logits_BxPxV, micro["masked_ids"], micro["masked_weights"])
+        return sums["loss_sum"], sums
+
+    return accumulate_grads(loss_sum_fn, params, batch, rng, accum_steps)
 
 
 def train_step(

