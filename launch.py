@@ -4,6 +4,12 @@
     python launch.py tokenizer --config configs/quickstart.py --output runs/spm.model
     python launch.py bench     --config configs/bench/bert_mini.py
     python launch.py compile-only --config configs/quickstart.py --config.mesh.fsdp=2   # memory before a run
+    python launch.py finetune  --config configs/finetune/rotten_tomatoes.py --init runs/quickstart --workdir runs/rt
+    python launch.py evaluate  --workdir runs/rt                       # best checkpoint on the eval/test splits
+    python launch.py predict   --workdir runs/rt --input reviews.txt --output labels.jsonl
+    python launch.py export    --workdir runs/rt --output runs/rt-hf   # a Hugging Face BERT directory
+    python launch.py demo      --workdir runs/demo [--pretrained runs/quickstart]
+    python launch.py wiki-qa   --output runs/wiki_qa                   # a SQuAD-format QA set from Wikipedia leads
     python launch.py tpu run --name=my-v5e --zone=us-west4-a --type=v5litepod-16 [--dry_run] \
         -- pretrain --config configs/quickstart.py --workdir /mnt/bucket/run
 
@@ -23,11 +29,17 @@ from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-COMMANDS = ("pretrain", "tokenizer", "bench", "compile-only")
+COMMANDS = ("pretrain", "tokenizer", "bench", "compile-only", "finetune", "evaluate", "predict", "export", "demo",
+            "wiki-qa")
+NO_CONFIG = ("evaluate", "predict", "export", "demo", "wiki-qa")  # these read the work directory's saved config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path of a Python config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, logs, metrics (pretrain).")
-_OUTPUT = flags.DEFINE_string("output", None, "Where `tokenizer` writes the SentencePiece model.")
+_OUTPUT = flags.DEFINE_string("output", None, "`tokenizer`: the model file; `predict`: the JSONL; `export`: a dir.")
+_INIT = flags.DEFINE_string("init", None, "`finetune`: start from a pretraining run, a Hugging Face BERT directory "
+                            "or `minilm` (sets config.init).")
+_INPUT = flags.DEFINE_string("input", None, "`predict`: texts (.txt/.csv/.tsv/.jsonl) or questions (.json/.jsonl).")
+_PRETRAINED = flags.DEFINE_string("pretrained", None, "`demo`: reuse this pretraining run instead of pretraining.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "`tokenizer`: replace an existing model file.")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-process: how many processes in all.")
@@ -59,6 +71,8 @@ def _require(value: str | None, flag: str, command: str) -> str:
 
 def run(command: str) -> None:
     config = _CONFIG.value
+    if command in NO_CONFIG:
+        return run_workdir_command(command)
     if config is None:
         raise UserError(f"`{command}` needs --config=<path to a config .py file>")
     if command == "pretrain":
@@ -89,6 +103,47 @@ def run(command: str) -> None:
         from plm_jax.train.setup import compile_only
 
         print(json.dumps(compile_only(config)))
+    elif command == "finetune":
+        from plm_jax.train.finetune import finetune
+        from plm_jax.train.report import results_table
+
+        if _INIT.value is not None:
+            config.init = _INIT.value
+        results = finetune(config, _require(_WORKDIR.value, "workdir", command))
+        if "interrupted_at" in results:
+            print(f"interrupted at step {results['interrupted_at']}; run the same command to resume")
+        else:
+            print(results_table(results))
+
+
+def run_workdir_command(command: str) -> None:
+    from plm_jax.train import inference
+    from plm_jax.train.report import metrics_table
+
+    if command == "wiki-qa":
+        from plm_jax.tasks.wiki_qa import build_wiki_qa
+
+        out = build_wiki_qa(_require(_OUTPUT.value, "output", command))
+        print(f"wrote {out['train']} ({out['train_examples']} questions from {out['train_leads']} leads) and "
+              f"{out['dev']} ({out['dev_examples']} from {out['dev_leads']})")
+        return
+    workdir = _require(_WORKDIR.value, "workdir", command)
+    if command == "evaluate":
+        results = inference.evaluate(workdir)
+        print(metrics_table(results))
+        print(f"written to {os.path.join(workdir, 'eval_results.json')}")
+    elif command == "predict":
+        output = _require(_OUTPUT.value, "output", command)
+        n = inference.predict(workdir, _require(_INPUT.value, "input", command), output)
+        print(f"wrote {n} predictions to {output}")
+    elif command == "export":
+        output = _require(_OUTPUT.value, "output", command)
+        what = inference.export_hf(workdir, output)
+        print(f"exported the {what} of {workdir} to {output} (loads with transformers' from_pretrained)")
+    elif command == "demo":
+        from plm_jax.demo import run_demo
+
+        run_demo(workdir, pretrained=_PRETRAINED.value)
 
 
 def run_tpu(verb: str, launch_args: list[str]) -> int:

@@ -58,14 +58,20 @@ def _is_hf_dir(path: str) -> bool:
         return "model_type" in json.load(f) or not os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def _plm_jax_run(path: str) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
-    """The latest checkpoint of a pretraining run (its encoder and pooler), its model config and tokenizer."""
+def plm_jax_run_params(
+    path: str, heads: tuple[str, ...] = ("encoder", "pooler")
+) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
+    """The latest checkpoint of a pretraining run (the `heads` subtrees), its model config and tokenizer."""
     from plm_jax.train.checkpoint import Checkpointer
     from plm_jax.train.setup import build
 
+    from plm_jax.config_base import mlm_pretrain_config
+
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        saved = ml_collections.ConfigDict(json.load(f))
-    if "task" in saved:
+        saved_dict = json.load(f)
+    saved = mlm_pretrain_config()  # defaults for keys that an older run did not write
+    saved.update(ml_collections.ConfigDict(saved_dict))
+    if "task" in saved_dict:
         raise ValueError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
                          "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
     model_cfg = TransformerConfig.from_config(saved.model)
@@ -80,7 +86,7 @@ def _plm_jax_run(path: str) -> tuple[TransformerConfig, TextTokenizer, dict[str,
         state, _ = ckpt.restore(step, setup.abstract_state)
     finally:
         ckpt.close()
-    params = {k: jax.device_get(state.params[k]) for k in ("encoder", "pooler") if k in state.params}
+    params = {k: jax.device_get(state.params[k]) for k in heads if k in state.params}
     log.info("starting from %s, pretraining step %d", path, step)
     return model_cfg, tokenizer, params
 
@@ -112,7 +118,7 @@ def resolve(config: Any) -> StartingPoint:
         kind = "huggingface"
         params = {k: params[k] for k in ("encoder", "pooler") if k in params}
     else:
-        model_cfg, tokenizer, params = _plm_jax_run(init)
+        model_cfg, tokenizer, params = plm_jax_run_params(init)
         if config.tokenizer:
             tokenizer = load_text_tokenizer(config.tokenizer)
         kind = "plm_jax"
