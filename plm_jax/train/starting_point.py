@@ -62,10 +62,9 @@ def plm_jax_run_params(
     path: str, heads: tuple[str, ...] = ("encoder", "pooler")
 ) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
     """The latest checkpoint of a pretraining run (the `heads` subtrees), its model config and tokenizer."""
+    from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.train.checkpoint import Checkpointer
     from plm_jax.train.setup import build
-
-    from plm_jax.config_base import mlm_pretrain_config
 
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         saved_dict = json.load(f)

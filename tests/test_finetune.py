@@ -1,0 +1,127 @@
+"""Fine-tuning end to end on tiny synthetic tasks: learning, exact resume, starting points, export, bad input."""
+
+import csv
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from plm_jax.config_base import finetune_config
+from plm_jax.data.tokenizer import train_tokenizer
+from plm_jax.train import finetune_data as fdata
+from plm_jax.train import inference
+from plm_jax.train.checkpoint import tree_equal
+from plm_jax.train.finetune import finetune
+from tests import corpus
+
+VOCAB = 60
+POSITIVE = ("happy", "bright")
+
+
+def _label(text: str) -> str:
+    return "pos" if any(w in text for w in POSITIVE) else "neg"
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    base = tmp_path_factory.mktemp("finetune")
+    train_tokenizer(corpus.documents(500), VOCAB, base / "spm.model")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 512), ("eval", 160)):
+        with open(base / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["sentence", "label"])
+            for _ in range(n):
+                s = corpus.sentence(rng)
+                w.writerow([s, _label(s)])
+    return base
+
+
+def tiny_config(base, **train):
+    c = finetune_config()
+    c.tokenizer = str(base / "spm.model")
+    c.model.update(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, max_len=64)
+    c.task.update(source="local", train_file=str(base / "train.csv"), eval_file=str(base / "eval.csv"), seq_len=60)
+    c.train.update(batch_size=32, epochs=6, lr=3e-3, warmup_frac=0.1, log_every=4, async_checkpoints=False)
+    c.train.update(**train)
+    return c
+
+
+@pytest.fixture(scope="module")
+def trained(task_files):
+    workdir = str(task_files / "run")
+    return workdir, finetune(tiny_config(task_files), workdir)
+
+
+def test_a_tiny_task_is_learned_and_the_best_epoch_kept(trained):
+    workdir, results = trained
+    best = results["best"]
+    assert best["metric"] == "accuracy" and best["metrics"]["accuracy"] >= 0.95, best
+    evals = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl")) if '"eval"' in line]
+    assert [r["epoch"] for r in evals] == list(range(1, 7))
+    assert best["metrics"]["accuracy"] == max(r["accuracy"] for r in evals)
+    assert evals[0]["accuracy"] < best["metrics"]["accuracy"]
+    for name in ("results.json", "curves.png", "model.json", "tokenizer/spm.model"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    # `evaluate` reloads the best checkpoint from the work directory alone and gets the same numbers
+    again = inference.evaluate(workdir)["eval"]
+    assert again["accuracy"] == best["metrics"]["accuracy"]
+    np.testing.assert_allclose(again["loss"], best["metrics"]["loss"], rtol=1e-5)
+
+
+def test_predict_labels_new_texts(trained, tmp_path):
+    workdir, _ = trained
+    texts = ["the happy cat sees the dog near the river because the cat is old .",
+             "the dark dog likes the cat at the market because the dog is tall ."]
+    (tmp_path / "new.txt").write_text("\n".join(texts) + "\n\n", encoding="utf-8")
+    n = inference.predict(workdir, str(tmp_path / "new.txt"), str(tmp_path / "out.jsonl"))
+    rows = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    assert n == 2 and [r["label"] for r in rows] == ["pos", "neg"]
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_resume_after_sigterm_equals_an_uninterrupted_run(trained, task_files, monkeypatch):
+    workdir, results = trained
+    resumed = str(task_files / "resumed")
+    real_rows = fdata.train_rows
+
+    def rows_then_sigterm(seed, step, *args):
+        if step == 37:  # mid-epoch: the loop checkpoints at the next step boundary and leaves
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_rows(seed, step, *args)
+
+    monkeypatch.setattr(fdata, "train_rows", rows_then_sigterm)
+    first = finetune(tiny_config(task_files), resumed)
+    assert first["interrupted_at"] == 38
+    monkeypatch.setattr(fdata, "train_rows", real_rows)
+    second = finetune(tiny_config(task_files), resumed)
+    assert second["best"] == results["best"]
+    assert tree_equal(inference.LoadedRun(workdir).params, inference.LoadedRun(resumed).params)
+
+
+def test_a_work_directory_refuses_another_task(trained, task_files):
+    workdir, _ = trained
+    config = tiny_config(task_files)
+    config.task.seq_len = 48
+    with pytest.raises(ValueError, match="holds a fine-tune with another task"):
+        finetune(config, workdir)
+
+
+def test_bad_input_is_named(task_files, tmp_path):
+    config = tiny_config(task_files, batch_size=1024)
+    with pytest.raises(ValueError, match="fewer than train.batch_size=1024"):
+        finetune(config, str(tmp_path / "a"))
+    config = tiny_config(task_files)
+    config.model.vocab_size = VOCAB + 4
+    with pytest.raises(ValueError, match="vocabulary has 64 entries but the tokenizer .* has 60"):
+        finetune(config, str(tmp_path / "b"))
+    config = tiny_config(task_files)
+    config.init = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        finetune(config, str(tmp_path / "c"))
+    config = tiny_config(task_files)
+    config.task.kind = "ranking"
+    with pytest.raises(ValueError, match="task.kind='ranking'"):
+        finetune(config, str(tmp_path / "d"))
