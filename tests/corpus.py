@@ -23,3 +23,24 @@ def write_corpus(path, n: int = 2000, seed: int = 0) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(d + "\n" for d in documents(n, seed))
     return str(path)
+
+
+POSITIVE = ("happy", "bright")
+
+
+def sentiment_label(text: str) -> str:
+    """A learnable toy label: "pos" when a positive adjective occurs anywhere in the sentence."""
+    return "pos" if any(w in text.split() for w in POSITIVE) else "neg"
+
+
+def write_sentiment_csv(path, n: int, rng: np.random.Generator) -> str:
+    """A `sentence,label` CSV of n synthetic sentences."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        for _ in range(n):
+            s = sentence(rng)
+            w.writerow([s, sentiment_label(s)])
+    return str(path)

@@ -30,6 +30,47 @@ def test_config_loads_validates_and_documents_its_command(path):
     assert "python launch.py" in head and "Expected" in head
 
 
+FINETUNE_CONFIGS = [f"configs/finetune/{name}.py" for name in ("rotten_tomatoes", "wiki_topics", "glue", "squad",
+                                                                 "wiki_qa")]
+
+
+@pytest.mark.parametrize("path", FINETUNE_CONFIGS)
+def test_finetune_configs_load_validate_and_document_their_command(path):
+    from plm_jax.tasks.classification import validate_task_config
+    from plm_jax.train.finetune import validate as validate_finetune
+
+    config = load_config(path)
+    validate_finetune(config)
+    if config.task.kind != "qa":
+        validate_task_config(config.task)
+    with open(os.path.join(ROOT, path)) as f:
+        head = f.read(900)
+    assert "python launch.py finetune" in head and ("Expected" in head or "reference" in head.lower())
+
+
+def test_glue_config_picks_the_task_and_its_metric():
+    spec = importlib.util.spec_from_file_location("glue", os.path.join(ROOT, "configs/finetune/glue.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stsb = module.get_config("stsb")
+    assert (stsb.task.kind, stsb.task.main_metric, stsb.task.text_b) == ("regression", "pearson", "sentence2")
+    with pytest.raises(ValueError, match="unknown GLUE task 'sts'"):
+        module.get_config("sts")
+
+
+def test_demo_configs_differ_only_in_the_starting_point():
+    from plm_jax.demo import TASKS, finetune_config_for
+
+    for task in TASKS:
+        pre = finetune_config_for(task, "pretrained", "runs/pre")
+        scratch = finetune_config_for(task, "scratch", "runs/pre")
+        minilm = finetune_config_for(task, "minilm", "runs/pre")
+        assert (pre.init, pre.from_scratch) == ("runs/pre", False)
+        assert (scratch.init, scratch.from_scratch) == ("runs/pre", True)
+        assert scratch.train == pre.train and scratch.task == pre.task
+        assert minilm.init == "minilm"
+
+
 def test_flops_match_a_hand_count():
     cfg = TransformerConfig(vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4, mlp_dim=256)
     B, S, P = 4, 32, 5

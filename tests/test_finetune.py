@@ -1,6 +1,5 @@
 """Fine-tuning end to end on tiny synthetic tasks: learning, exact resume, starting points, export, bad input."""
 
-import csv
 import json
 import os
 import signal
@@ -17,11 +16,7 @@ from plm_jax.train.finetune import finetune
 from tests import corpus
 
 VOCAB = 60
-POSITIVE = ("happy", "bright")
 
-
-def _label(text: str) -> str:
-    return "pos" if any(w in text for w in POSITIVE) else "neg"
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +25,7 @@ def task_files(tmp_path_factory):
     train_tokenizer(corpus.documents(500), VOCAB, base / "spm.model")
     rng = np.random.default_rng(0)
     for split, n in (("train", 512), ("eval", 160)):
-        with open(base / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["sentence", "label"])
-            for _ in range(n):
-                s = corpus.sentence(rng)
-                w.writerow([s, _label(s)])
+        corpus.write_sentiment_csv(base / f"{split}.csv", n, rng)
     return base
 
 

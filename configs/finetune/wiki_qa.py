@@ -3,8 +3,10 @@ r"""Extractive QA on questions built from Wikipedia leads ("What is <rest of the
     python launch.py wiki-qa --output runs/wiki_qa          # writes train.json and dev.json (SQuAD v1.1 format)
     python launch.py finetune --config configs/finetune/wiki_qa.py --init runs/quickstart --workdir runs/wikiqa
 
-A small real-text check of the QA path (windows, offsets, n-best decoding, official EM/F1) that runs offline.
-The answer always opens the context, so it is easy: expect EM/F1 well above what SQuAD would give.
+A small real-text check of the QA path (windows, offsets, n-best decoding, official EM/F1) that runs offline:
+5,852 training and 313 dev questions. The answer always opens the context, but its length varies (names,
+titles). Expected on 2 CPU cores from the quickstart model: with --config.task.max_train_examples=2000
+--config.train.epochs=1, about 2 minutes and dev EM 15.3 / F1 37.2 (measured 2026-11-29).
 """
 
 import ml_collections

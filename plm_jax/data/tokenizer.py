@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import sentencepiece as spm
 
+from plm_jax.files import write_atomic
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -148,22 +150,5 @@ def train_tokenizer(
         reason = str(e).strip().splitlines()[-1]
         raise ValueError(f"tokenizer training failed for {out_path}: {reason}") from None
     tokenizer = Tokenizer(model.getvalue(), source=out_path)
-    _write_atomic(out_path, tokenizer.model_bytes)
+    write_atomic(out_path, tokenizer.model_bytes)
     return tokenizer
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Writes via a temporary file in the same folder, so readers never see a half-written model."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-

@@ -12,6 +12,7 @@ import json
 import os
 import re
 
+from plm_jax.files import write_atomic
 from plm_jax.tasks.qa import QAExample
 
 MAX_SUBJECT_WORDS = 8
@@ -54,20 +55,6 @@ def _squad_json(examples: list[QAExample]) -> dict:
     }
 
 
-def _write_atomic(path: str, text: str) -> None:
-    """Through a temporary file in the same folder, so a reader never sees half a file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def build_wiki_qa(out_dir: str, *, data_dir: str | None = None, max_per_split: int = 0) -> dict[str, str | int]:
     """Writes out_dir/train.json (plm_wiki_offline train split) and out_dir/dev.json (its validation split).
 
@@ -104,6 +91,6 @@ def build_wiki_qa(out_dir: str, *, data_dir: str | None = None, max_per_split: i
             raise ValueError(f"plm_wiki_offline split {split!r}: none of its {leads} leads opens with "
                              f"'<Subject> is ...', so {stem}.json would be empty")
         path = os.path.join(out_dir, f"{stem}.json")
-        _write_atomic(path, json.dumps(_squad_json(examples), ensure_ascii=False, indent=1))
+        write_atomic(path, json.dumps(_squad_json(examples), ensure_ascii=False, indent=1))
         result.update({stem: path, f"{stem}_examples": len(examples), f"{stem}_leads": leads})
     return result

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from plm_jax.files import write_atomic
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.heads import BertForQuestionAnswering, BertForSequenceClassification, finetune_dummy_inputs
 from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
@@ -37,6 +38,7 @@ from plm_jax.train.pretrain import _StopFlag
 
 log = logging.getLogger("plm_jax")
 MODEL_FILE = "model.json"
+_HARMLESS = ("log_every", "eval_batch_size", "async_checkpoints", "keep_checkpoints", "checkpoint_every")
 
 
 # ---------------------------------------------------------------- the model a work directory holds
@@ -112,10 +114,13 @@ def check_workdir(config: Any, workdir: str) -> dict[str, Any]:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        for key in ("init", "from_scratch", "task", "model_overrides", "seed"):
-            if saved.get(key) != resolved.get(key):
-                raise ValueError(f"{workdir} holds a fine-tune with another {key} (saved {saved.get(key)!r}, "
-                                 f"now {resolved.get(key)!r}); use a new --workdir")
+        for key in ("init", "from_scratch", "tokenizer", "task", "model_overrides", "seed", "train"):
+            was, now = saved.get(key), resolved.get(key)
+            if key == "train":  # these change how a run reports, not what it computes
+                was, now = ({k: v for k, v in d.items() if k not in _HARMLESS} for d in (was or {}, now or {}))
+            if was != now:
+                raise ValueError(f"{workdir} holds a fine-tune with another {key} (saved {was!r}, now {now!r}); "
+                                 "use a new --workdir")
     return resolved
 
 
@@ -141,10 +146,8 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     tok_rel = _copy_tokenizer(sp.tokenizer, workdir) if jax.process_index() == 0 else ""
     fm = FinetunedModel(sp.model_cfg, task.kind, splits["train"].label_names, tok_rel, dropout)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(resolved, f, indent=2)
-        with open(os.path.join(workdir, MODEL_FILE), "w", encoding="utf-8") as f:
-            json.dump(fm.to_json(), f, indent=2)
+        write_atomic(os.path.join(workdir, "config.json"), json.dumps(resolved, indent=2))
+        write_atomic(os.path.join(workdir, MODEL_FILE), json.dumps(fm.to_json(), indent=2))
 
     # ------------------------------------------------ setup: model, optimizer, mesh, steps
     steps_per_epoch = n_train // batch_size  # the remainder of each epoch's permutation is left out
@@ -259,8 +262,7 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     results["wall_s"] = round(time.perf_counter() - start_time, 1)
     results["curves"] = writer.plot_finetune(main_metric)
     if pi == 0:
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
     return results
 
 

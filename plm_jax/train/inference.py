@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from plm_jax.files import write_atomic
 from plm_jax.models.heads import finetune_dummy_inputs
 from plm_jax.parallel.sharding import batch_sharding, logical_to_shardings, make_mesh, rules_from_config
 from plm_jax.tasks import qa
@@ -173,12 +174,7 @@ def predict(workdir: str, input_path: str, output_path: str) -> int:
                 record["probabilities"] = {name: round(float(x), 6) for name, x in zip(fm.label_names, p)}
             records.append(record)
     if jax.process_index() == 0:
-        folder = os.path.dirname(os.path.abspath(output_path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = f"{output_path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        os.replace(tmp, output_path)
+        write_atomic(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)
 
 
