@@ -99,7 +99,7 @@ def demo_table(rows: list[dict[str, Any]]) -> str:
               "minutes"]
     body = [[r["task"], r["start"], r["train_examples"], r["steps"], r["eval"].get("accuracy"),
              r["eval"].get("f1_macro"), r["test"].get("accuracy"), r["test"].get("f1_macro"),
-             round(r["wall_s"] / 60, 1) if r.get("wall_s") else None] for r in rows]
+             f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") else None] for r in rows]
     return table(header, body)
 
 

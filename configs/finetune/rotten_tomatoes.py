@@ -5,9 +5,11 @@ r"""Rotten Tomatoes sentiment (fresh / rotten), ~10k review snippets, offline (f
         --config.train.lr=1e-4
 
 --init is a pretraining run (here the README's quickstart), a Hugging Face BERT directory, or `minilm`; add
---config.from_scratch=True for the same model from random weights. Expected on 2 CPU cores: see the README's
-demo table (`launch.py demo`), which runs exactly this config. Reference: TF-IDF + logistic regression reaches
-0.783 accuracy on a stratified 80/20 split.
+--config.from_scratch=True for the same model from random weights. Expected on 2 CPU cores (measured
+2026-11-29, `launch.py demo` runs exactly this config): about 5 minutes for 3 epochs of 10,322 reviews; test
+accuracy / macro-F1 0.705 / 0.697 from the quickstart run, 0.728 / 0.725 from random weights; MiniLM with
+--config.train.lr=1e-4 --config.train.epochs=1 --config.task.max_train_examples=3000: 0.799 / 0.797.
+Reference: TF-IDF + logistic regression reaches 0.783 accuracy on a stratified 80/20 split.
 """
 
 import ml_collections

@@ -2,8 +2,11 @@ r"""Wikipedia topics: 11-way classification of ~8,500 English article leads, off
 
     python launch.py finetune --config configs/finetune/wiki_topics.py --init runs/quickstart --workdir runs/topics
 
-The 12th label, "Uncategorized", is left out. Expected on 2 CPU cores: see the README's demo table (`launch.py
-demo`). Reference: TF-IDF + logistic regression reaches 0.902 accuracy on a stratified 80/20 split.
+The 12th label, "Uncategorized", is left out. Expected on 2 CPU cores (measured 2026-11-29, as in `launch.py
+demo`): about 6 minutes for 3 epochs of 8,124 leads; test accuracy / macro-F1 0.717 / 0.536 from the quickstart
+run, 0.737 / 0.627 from random weights, 0.844 / 0.743 for MiniLM (3,000 leads, 1 epoch, lr 1e-4). At
+--config.train.lr=1e-3 both tiny models reach ~0.80 validation accuracy. Reference: TF-IDF + logistic
+regression reaches 0.902 accuracy on a stratified 80/20 split.
 """
 
 import ml_collections
