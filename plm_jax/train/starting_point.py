@@ -58,13 +58,9 @@ def _is_hf_dir(path: str) -> bool:
         return "model_type" in json.load(f) or not os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def plm_jax_run_params(
-    path: str, heads: tuple[str, ...] = ("encoder", "pooler")
-) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
-    """The latest checkpoint of a pretraining run (the `heads` subtrees), its model config and tokenizer."""
+def _plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, TransformerConfig, TextTokenizer]:
+    """A pretraining run's full config (defaults for keys an older run did not write), model shape, tokenizer."""
     from plm_jax.config_base import mlm_pretrain_config
-    from plm_jax.train.checkpoint import Checkpointer
-    from plm_jax.train.setup import build
 
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         saved_dict = json.load(f)
@@ -75,7 +71,17 @@ def plm_jax_run_params(
                          "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
     model_cfg = TransformerConfig.from_config(saved.model)
     tok_path = saved.data.get("tokenizer") or os.path.join(path, "tokenizer.model")
-    tokenizer = load_text_tokenizer(tok_path)
+    return saved, model_cfg, load_text_tokenizer(tok_path)
+
+
+def plm_jax_run_params(
+    path: str, heads: tuple[str, ...] = ("encoder", "pooler")
+) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
+    """The latest checkpoint of a pretraining run (the `heads` subtrees), its model config and tokenizer."""
+    from plm_jax.train.checkpoint import Checkpointer
+    from plm_jax.train.setup import build
+
+    saved, model_cfg, tokenizer = _plm_jax_run_config(path)
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), use_async=False)
     try:
         step = ckpt.latest_step()
@@ -116,6 +122,9 @@ def resolve(config: Any) -> StartingPoint:
         tokenizer = load_text_tokenizer(config.tokenizer or init)
         kind = "huggingface"
         params = {k: params[k] for k in ("encoder", "pooler") if k in params}
+    elif config.from_scratch:  # the shape and tokenizer only: no need to read the weights
+        _, model_cfg, tokenizer = _plm_jax_run_config(init)
+        params, kind = {}, "plm_jax"
     else:
         model_cfg, tokenizer, params = plm_jax_run_params(init)
         if config.tokenizer:
