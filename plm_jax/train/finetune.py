@@ -34,7 +34,7 @@ from plm_jax.train.checkpoint import Checkpointer
 from plm_jax.train.finetune_step import TASK_KINDS, jit_steps
 from plm_jax.train.metrics_log import MetricWriter
 from plm_jax.train.optimizer import make_optimizer
-from plm_jax.train.pretrain import _StopFlag
+from plm_jax.train.pretrain import StopFlag
 
 log = logging.getLogger("plm_jax")
 MODEL_FILE = "model.json"
@@ -202,7 +202,7 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
         writer.write(0, "eval", metrics)
         log.info("eval at start: %s", _fmt(metrics))
 
-    stop = _StopFlag()
+    stop = StopFlag()
     pending: list[dict[str, jax.Array]] = []
     bar = tqdm(total=total_steps, initial=step, desc="finetune", unit="step", dynamic_ncols=True, disable=pi != 0)
     examples_since, time_since = 0, time.perf_counter()

@@ -100,7 +100,7 @@ def validate(config: Any) -> TransformerConfig:
     return model_cfg
 
 
-class _StopFlag:
+class StopFlag:
     """SIGTERM/SIGINT ask the loop to checkpoint and leave at a step boundary.
 
     With several processes, each may get the signal at a different step; `agreed` turns the local flags into one
@@ -193,7 +193,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     train_ds = pipeline.mlm_dataset(config.data, tokenizer, split="train", repeat=True, start_row=rows_consumed,
                                     **host_batch_args)
     train_iter = train_ds.as_numpy_iterator()
-    stop = _StopFlag()
+    stop = StopFlag()
     pending: list[dict[str, jax.Array]] = []
     tokens_since, time_since, data_wait = 0, time.perf_counter(), 0.0
     bar = tqdm(total=steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True,
