@@ -167,10 +167,6 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
                                          accum_steps=int(train_cfg.grad_accum_steps))
     pi, pc = jax.process_index(), jax.process_count()
 
-    def to_global(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        local = {k: np.split(v, pc)[pi] for k, v in batch.items()}  # this host's share of the global batch
-        return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in local.items()}
-
     # ------------------------------------------------ state: resume, or start from the pretrained weights
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=train_cfg.keep_checkpoints,
                         use_async=train_cfg.async_checkpoints)
@@ -194,7 +190,7 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     main_metric = task.main_metric or fdata.MAIN_METRIC[task.kind]
 
     def evaluate(params: Any, split: fdata.TaskSplit) -> tuple[dict[str, float], Any]:
-        return evaluate_split(predict_step, params, split, task, int(train_cfg.eval_batch_size), to_global)
+        return evaluate_split(predict_step, params, split, task, int(train_cfg.eval_batch_size), data_sharding)
 
     step = int(jax.device_get(state.step))
     if step == 0 and train_cfg.eval_at_start and "eval" in splits:
@@ -211,8 +207,8 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
             if (pc == 1 or step % train_cfg.log_every == 0) and stop.agreed():
                 break
             rows = fdata.train_rows(config.seed, step, steps_per_epoch, batch_size, n_train)
-            state, metrics = train_step(state, to_global(fdata.model_inputs(splits["train"].arrays, rows,
-                                                                            task.kind)))
+            batch = fdata.model_inputs(splits["train"].arrays, rows, task.kind)
+            state, metrics = train_step(state, to_global(batch, data_sharding))
             pending.append(metrics)
             step += 1
             examples_since += batch_size
@@ -266,21 +262,35 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     return results
 
 
-def evaluate_split(predict_step: Any, params: Any, split: fdata.TaskSplit, task: Any, batch_size: int,
-                   to_global: Any) -> tuple[dict[str, float], Any]:
-    """Runs the whole split through the model in padded batches; metrics and predictions for the real rows."""
+def to_global(batch: dict[str, np.ndarray], data_sharding: Any) -> dict[str, jax.Array]:
+    """Every host builds the same global batch; each feeds only its own share of the rows."""
+    pi, pc = jax.process_index(), jax.process_count()
+    return {k: jax.make_array_from_process_local_data(data_sharding, np.split(v, pc)[pi]) for k, v in batch.items()}
+
+
+def run_batches(predict_step: Any, params: Any, arrays: dict[str, np.ndarray], kind: str, batch_size: int,
+                data_sharding: Any) -> tuple[dict[str, np.ndarray], float, float]:
+    """All rows of `arrays` through the model in padded batches: outputs of the real rows, loss and weight sums
+    (the sums are 0 when `arrays` holds no targets)."""
     outputs: dict[str, list[np.ndarray]] = {}
     loss_sum = weight_sum = 0.0
-    for rows in fdata.eval_batches(len(split), batch_size):
-        out = jax.device_get(predict_step(params, to_global(fdata.model_inputs(split.arrays, rows, task.kind))))
-        keep = rows >= 0
+    for rows in fdata.eval_batches(arrays["input_ids"].shape[0], batch_size):
+        batch = to_global(fdata.model_inputs(arrays, rows, kind), data_sharding)
+        out = jax.device_get(predict_step(params, batch))
         for k in ("logits", "start_logits", "end_logits"):
             if k in out:
-                outputs.setdefault(k, []).append(np.asarray(out[k])[keep])
+                outputs.setdefault(k, []).append(np.asarray(out[k])[rows >= 0])
         loss_sum += float(out.get("loss_sum", 0.0))
         weight_sum += float(out.get("weight_sum", 0.0))
-    merged = {k: np.concatenate(v) for k, v in outputs.items()}
-    metrics, preds = fdata.task_metrics(task, split, merged)
+    return {k: np.concatenate(v) for k, v in outputs.items()}, loss_sum, weight_sum
+
+
+def evaluate_split(predict_step: Any, params: Any, split: fdata.TaskSplit, task: Any, batch_size: int,
+                   data_sharding: Any) -> tuple[dict[str, float], Any]:
+    """Runs the whole split through the model; the task's metrics and predictions."""
+    outputs, loss_sum, weight_sum = run_batches(predict_step, params, split.arrays, task.kind, batch_size,
+                                                data_sharding)
+    metrics, preds = fdata.task_metrics(task, split, outputs)
     if weight_sum:
         metrics["loss"] = loss_sum / weight_sum
     return metrics, preds

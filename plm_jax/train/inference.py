@@ -22,7 +22,7 @@ from plm_jax.tasks import qa
 from plm_jax.tasks.classification import TextExample, encode
 from plm_jax.tasks.text_tokenizer import load_text_tokenizer
 from plm_jax.train import finetune_data as fdata
-from plm_jax.train.finetune import FinetunedModel, evaluate_split, restore_best
+from plm_jax.train.finetune import FinetunedModel, evaluate_split, restore_best, run_batches
 from plm_jax.train.finetune_step import predict_step as predict_fn
 
 
@@ -51,23 +51,10 @@ class LoadedRun:
                                     in_shardings=(shardings, self.data_sharding), out_shardings=replicated)
         self.batch_size = int(self.config.train.eval_batch_size)
 
-    def to_global(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        pi, pc = jax.process_index(), jax.process_count()
-        return {k: jax.make_array_from_process_local_data(self.data_sharding, np.split(v, pc)[pi])
-                for k, v in batch.items()}
-
     def outputs(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's outputs for every row of `arrays` (inputs only; no labels needed)."""
-        n = arrays["input_ids"].shape[0]
-        collected: dict[str, list[np.ndarray]] = {}
-        for rows in fdata.eval_batches(n, self.batch_size):
-            batch = {k: arrays[k][np.maximum(rows, 0)] for k in fdata.INPUT_KEYS}
-            batch["example_weights"] = (rows >= 0).astype(np.float32)
-            out = jax.device_get(self.predict_step(self.params, self.to_global(batch)))
-            for k in ("logits", "start_logits", "end_logits"):
-                if k in out:
-                    collected.setdefault(k, []).append(np.asarray(out[k])[rows >= 0])
-        return {k: np.concatenate(v) for k, v in collected.items()}
+        return run_batches(self.predict_step, self.params, arrays, self.fm.kind, self.batch_size,
+                           self.data_sharding)[0]
 
 
 # ---------------------------------------------------------------- evaluate
@@ -81,7 +68,8 @@ def evaluate(workdir: str, splits: tuple[str, ...] = ("eval", "test")) -> dict[s
     results = {}
     for name in available:
         split = fdata.load_task_split(task, run.tokenizer, name)
-        results[name], _ = evaluate_split(run.predict_step, run.params, split, task, run.batch_size, run.to_global)
+        results[name], _ = evaluate_split(run.predict_step, run.params, split, task, run.batch_size,
+                                          run.data_sharding)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
