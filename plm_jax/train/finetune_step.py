@@ -109,8 +109,7 @@ def jit_steps(
     dropout_key: jax.Array,
     accum_steps: int = 1,
 ) -> tuple[Callable, Callable]:
-    """The train step with explicit shardings and donated state; the predict step (outputs replicated, so that
-    every host can compute metrics and write predictions)."""
+    """The train step with explicit shardings and donated state, and the predict step."""
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
     train = jax.jit(
         lambda s, b: train_step(s, b, model=model, kind=kind, tx=tx, schedule=schedule, dropout_key=dropout_key,
@@ -119,6 +118,11 @@ def jit_steps(
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
-    predict = jax.jit(lambda p, b: predict_step(p, b, model=model, kind=kind),
-                      in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
-    return train, predict
+    return train, jit_predict(model, kind, state_shardings.params, batch_sharding)
+
+
+def jit_predict(model: nn.Module, kind: str, param_shardings: Any, batch_sharding: jax.sharding.NamedSharding):
+    """The predict step; outputs replicated, so that every host can compute metrics and write predictions."""
+    replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.jit(lambda p, b: predict_step(p, b, model=model, kind=kind),
+                   in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)

@@ -23,7 +23,7 @@ from plm_jax.tasks.classification import TextExample, encode
 from plm_jax.tasks.text_tokenizer import load_text_tokenizer
 from plm_jax.train import finetune_data as fdata
 from plm_jax.train.finetune import FinetunedModel, evaluate_split, restore_best, run_batches
-from plm_jax.train.finetune_step import predict_step as predict_fn
+from plm_jax.train.finetune_step import jit_predict
 
 
 class LoadedRun:
@@ -46,9 +46,7 @@ class LoadedRun:
                                 nn.unbox(boxed), shardings)
         self.params = restore_best(workdir, abstract)
         self.data_sharding = batch_sharding(mesh, rules)
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        self.predict_step = jax.jit(lambda p, b: predict_fn(p, b, model=self.model, kind=self.fm.kind),
-                                    in_shardings=(shardings, self.data_sharding), out_shardings=replicated)
+        self.predict_step = jit_predict(self.model, self.fm.kind, shardings, self.data_sharding)
         self.batch_size = int(self.config.train.eval_batch_size)
 
     def outputs(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
