@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ARCHITECTURES = ("encoder", "decoder", "encoder_decoder")  # BERT, GPT, T5/BART
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 
 
@@ -16,13 +17,17 @@ ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 class TransformerConfig:
     """Defaults are BERT-base's; every field can be set from `config.model`."""
 
+    architecture: str = "encoder"  # encoder (BERT) | decoder (GPT, causal) | encoder_decoder (T5/BART)
     vocab_size: int = 30522
     hidden_size: int = 768
     num_layers: int = 12
     num_heads: int = 12
     mlp_dim: int = 3072
     max_len: int = 512
-    type_vocab_size: int = 2
+    type_vocab_size: int = 2  # 0 = no token-type embeddings (GPT-2)
+    num_decoder_layers: int = 0  # encoder_decoder: decoder depth; 0 = num_layers
+    embedding_layer_norm: bool = True  # LayerNorm right after the embeddings (BERT); GPT-2 has none
+    share_embeddings: bool = True  # encoder_decoder: one word-embedding table for encoder, decoder and output
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     pre_layer_norm: bool = False  # False = BERT's post-LN
@@ -41,6 +46,13 @@ class TransformerConfig:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
             )
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"model.architecture={self.architecture!r}; expected one of {ARCHITECTURES}")
+        if self.num_decoder_layers < 0 or (self.num_decoder_layers and self.architecture != "encoder_decoder"):
+            raise ValueError(f"model.num_decoder_layers={self.num_decoder_layers} applies to "
+                             "architecture='encoder_decoder' only (0 = as many as model.num_layers)")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
         if self.mlp_activation not in _ACTIVATIONS:
             raise ValueError(f"model.mlp_activation={self.mlp_activation!r}; expected one of {_ACTIVATIONS}")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len"):
@@ -59,6 +71,14 @@ class TransformerConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_decoder_layers or self.num_layers
+
+    @property
+    def has_cross_attention(self) -> bool:
+        return self.architecture == "encoder_decoder"
 
     @property
     def compute_dtype(self) -> Any:

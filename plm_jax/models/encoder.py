@@ -13,17 +13,18 @@ import jax.numpy as jnp
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.layers import Embeddings, EncoderLayer, activation, attention_mask, dense, layer_norm
 
+REMAT_POLICIES_JAX = {
+    "full": None,  # keep nothing: least memory, one more forward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs, recompute the elementwise rest
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
 
 def remat_layer(layer_cls: type[nn.Module], policy: str) -> type[nn.Module]:
     """The layer class, rematerialised under a named policy (what the backward pass may keep from the forward)."""
     if policy == "none":
         return layer_cls
-    policies = {
-        "full": None,  # keep nothing: least memory, one more forward pass
-        "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs, recompute the elementwise rest
-        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    }
-    return nn.remat(layer_cls, policy=policies[policy], static_argnums=(3,))  # (self, x, mask, deterministic)
+    return nn.remat(layer_cls, policy=REMAT_POLICIES_JAX[policy], static_argnums=(3,))  # (self, x, mask, det.)
 
 
 class _ScannedLayer(nn.Module):
@@ -54,10 +55,11 @@ def scanned_layers(cfg: TransformerConfig) -> nn.Module:
 
 class Encoder(nn.Module):
     cfg: TransformerConfig
+    shared_embedding: nn.Module | None = None  # an encoder-decoder's one word-embedding table
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.embeddings = Embeddings(cfg)
+        self.embeddings = Embeddings(cfg, shared=self.shared_embedding)
         if cfg.scan_layers:
             self.layers = scanned_layers(cfg)
         else:
@@ -75,8 +77,6 @@ class Encoder(nn.Module):
         *,
         deterministic: bool = True,
     ) -> jax.Array:
-        if token_type_ids_BxL is None:
-            token_type_ids_BxL = jnp.zeros_like(input_ids_BxL)
         mask_Bx1xLxL = attention_mask(segment_ids_BxL)
         x_BxLxD = self.embeddings(input_ids_BxL, positions_BxL, token_type_ids_BxL, deterministic)
         if self.cfg.scan_layers:

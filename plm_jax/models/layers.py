@@ -24,7 +24,7 @@ def _zeros(axes: tuple[str | None, ...]):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
-def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: TransformerConfig, name: str | None = None) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_eps,
         dtype=jnp.float32,  # statistics in fp32 whatever the compute dtype
@@ -34,7 +34,8 @@ def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
     )
 
 
-def dense(cfg: TransformerConfig, features, axes: tuple[str | None, ...], name: str, axis=-1) -> nn.DenseGeneral:
+def dense(cfg: TransformerConfig, features, axes: tuple[str | None, ...], name: str | None = None,
+          axis=-1) -> nn.DenseGeneral:
     """A DenseGeneral whose kernel axes are `axes` and whose bias axes are the output part of them."""
     n_out = 1 if isinstance(features, int) else len(features)
     return nn.DenseGeneral(
@@ -73,28 +74,61 @@ class Dropout(nn.Module):
         return jnp.where(keep, x * jnp.asarray(65536 / (65536 - threshold), x.dtype), jnp.zeros_like(x))
 
 
-class SelfAttention(nn.Module):
+def causal_mask(segment_ids_BxL: jax.Array) -> jax.Array:
+    """Packed causal rows: own segment and not later than the query (rows of a segment are contiguous)."""
+    length = segment_ids_BxL.shape[1]
+    return attention_mask(segment_ids_BxL) & jnp.tril(jnp.ones((length, length), bool))[None, None]
+
+
+def cross_mask(decoder_segment_ids_BxT: jax.Array, encoder_segment_ids_BxS: jax.Array) -> jax.Array:
+    """A decoder token attends to the encoder tokens of its own example (packed seq2seq rows as T5)."""
+    same_BxTxS = decoder_segment_ids_BxT[:, :, None] == encoder_segment_ids_BxS[:, None, :]
+    return (same_BxTxS & (encoder_segment_ids_BxS != 0)[:, None, :])[:, None, :, :]
+
+
+def cached_mask(cache_segment_ids_BxC: jax.Array, segment_ids_BxT: jax.Array, index: jax.Array) -> jax.Array:
+    """Decoding: new tokens at slots [index, index+T) see filled slots of their segment up to their own slot."""
+    slots_C = jnp.arange(cache_segment_ids_BxC.shape[1])
+    query_slots_T = index + jnp.arange(segment_ids_BxT.shape[1])
+    same_BxTxC = (cache_segment_ids_BxC[:, None, :] == segment_ids_BxT[:, :, None]) & (cache_segment_ids_BxC != 0)[
+        :, None, :]
+    return (same_BxTxC & (slots_C[None, None, :] <= query_slots_T[None, :, None]))[:, None, :, :]
+
+
+class Attention(nn.Module):
+    """Multi-head attention. Self-attention reads keys and values from `x`; cross-attention and cached decoding
+    pass them in as `kv` (from `kv()` of the context, computed once)."""
+
     cfg: TransformerConfig
 
-    @nn.compact
-    def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array, deterministic: bool) -> jax.Array:
+    def setup(self) -> None:
         cfg = self.cfg
         shape = (cfg.num_heads, cfg.head_dim)
-        q_BxLxHxK = dense(cfg, shape, ("embed", "heads", "kv"), "query")(x_BxLxD)
-        k_BxLxHxK = dense(cfg, shape, ("embed", "heads", "kv"), "key")(x_BxLxD)
-        v_BxLxHxK = dense(cfg, shape, ("embed", "heads", "kv"), "value")(x_BxLxD)
+        self.query = dense(cfg, shape, ("embed", "heads", "kv"))
+        self.key = dense(cfg, shape, ("embed", "heads", "kv"))
+        self.value = dense(cfg, shape, ("embed", "heads", "kv"))
+        self.out = dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1))
+        self.dropout = Dropout(cfg.attention_dropout_rate)
 
+    def kv(self, context_BxSxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.key(context_BxSxD), self.value(context_BxSxD)
+
+    def __call__(self, x_BxTxD: jax.Array, mask_Bx1xTxS: jax.Array, deterministic: bool,
+                 kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        cfg = self.cfg
+        q_BxTxHxK = self.query(x_BxTxD)
+        k_BxSxHxK, v_BxSxHxK = self.kv(x_BxTxD) if kv is None else kv
         if cfg.attention != "einsum":  # fused kernels (cuDNN flash attention on GPUs); same mask semantics
-            out_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xLxL,
+            out_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS,
                                                        implementation=cfg.attention)
-            return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out", axis=(-2, -1))(out_BxLxHxK)
-        q_BxLxHxK = q_BxLxHxK * jnp.asarray(cfg.head_dim**-0.5, q_BxLxHxK.dtype)
-        logits_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32)
-        logits_BxHxLxL = jnp.where(mask_Bx1xLxL, logits_BxHxLxL, _NEG_INF)
-        probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1).astype(cfg.compute_dtype)
-        probs_BxHxLxL = Dropout(cfg.attention_dropout_rate)(probs_BxHxLxL, deterministic=deterministic)
-        out_BxLxHxK = jnp.einsum("bhqt,bthk->bqhk", probs_BxHxLxL, v_BxLxHxK)
-        return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out", axis=(-2, -1))(out_BxLxHxK)
+            return self.out(out_BxTxHxK)
+        q_BxTxHxK = q_BxTxHxK * jnp.asarray(cfg.head_dim**-0.5, q_BxTxHxK.dtype)
+        logits_BxHxTxS = jnp.einsum("bqhk,bthk->bhqt", q_BxTxHxK, k_BxSxHxK).astype(jnp.float32)
+        logits_BxHxTxS = jnp.where(mask_Bx1xTxS, logits_BxHxTxS, _NEG_INF)
+        probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(cfg.compute_dtype)
+        probs_BxHxTxS = self.dropout(probs_BxHxTxS, deterministic=deterministic)
+        out_BxTxHxK = jnp.einsum("bhqt,bthk->bqhk", probs_BxHxTxS, v_BxSxHxK)
+        return self.out(out_BxTxHxK)
 
 
 class Mlp(nn.Module):
@@ -129,7 +163,7 @@ class EncoderLayer(nn.Module):
     def __call__(self, x_BxLxD: jax.Array, mask_Bx1xLxL: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.cfg
         drop = Dropout(cfg.dropout_rate)
-        attn, mlp = SelfAttention(cfg, name="attention"), Mlp(cfg, name="mlp")
+        attn, mlp = Attention(cfg, name="attention"), Mlp(cfg, name="mlp")
         attn_ln, mlp_ln = layer_norm(cfg, "attention_layer_norm"), layer_norm(cfg, "mlp_layer_norm")
         if cfg.pre_layer_norm:
             x_BxLxD = x_BxLxD + drop(attn(attn_ln(x_BxLxD), mask_Bx1xLxL, deterministic), deterministic)
@@ -139,34 +173,44 @@ class EncoderLayer(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """Word + learned absolute position + token type embeddings, then LayerNorm and dropout (as BERT)."""
+    """Word + learned absolute position (+ token type) embeddings, then LayerNorm (BERT; GPT-2 has none) and
+    dropout. `shared` is a word-embedding module owned elsewhere (an encoder-decoder's one table)."""
 
     cfg: TransformerConfig
+    shared: nn.Module | None = None
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.word_embeddings = nn.Embed(
-            cfg.vocab_size, cfg.hidden_size, embedding_init=_init(cfg, ("vocab", "embed")), name="word_embeddings"
-        )
+        if self.shared is None:
+            self.word_embeddings = nn.Embed(
+                cfg.vocab_size, cfg.hidden_size, embedding_init=_init(cfg, ("vocab", "embed")))
         self.position_embeddings = self.param(
             "position_embeddings", _init(cfg, ("length", "embed")), (cfg.max_len, cfg.hidden_size)
         )
-        self.token_type_embeddings = self.param(
-            "token_type_embeddings", _init(cfg, ("type", "embed")), (cfg.type_vocab_size, cfg.hidden_size)
-        )
-        self.layer_norm = layer_norm(cfg, "layer_norm")
+        if cfg.type_vocab_size:
+            self.token_type_embeddings = self.param(
+                "token_type_embeddings", _init(cfg, ("type", "embed")), (cfg.type_vocab_size, cfg.hidden_size)
+            )
+        if cfg.embedding_layer_norm:
+            self.layer_norm = layer_norm(cfg)
         self.dropout = Dropout(cfg.dropout_rate)
 
+    def _table(self) -> nn.Embed:
+        return self.word_embeddings if self.shared is None else self.shared
+
     def __call__(
-        self, ids_BxL: jax.Array, positions_BxL: jax.Array, token_types_BxL: jax.Array, deterministic: bool
+        self, ids_BxL: jax.Array, positions_BxL: jax.Array, token_types_BxL: jax.Array | None, deterministic: bool
     ) -> jax.Array:
-        x_BxLxD = self.word_embeddings(ids_BxL)
+        x_BxLxD = self._table()(ids_BxL)
         x_BxLxD = x_BxLxD + jnp.take(self.position_embeddings, positions_BxL, axis=0)
-        x_BxLxD = x_BxLxD + jnp.take(self.token_type_embeddings, token_types_BxL, axis=0)
-        x_BxLxD = self.layer_norm(x_BxLxD).astype(self.cfg.compute_dtype)
-        return self.dropout(x_BxLxD, deterministic=deterministic)
+        if self.cfg.type_vocab_size:
+            types_BxL = jnp.zeros_like(ids_BxL) if token_types_BxL is None else token_types_BxL
+            x_BxLxD = x_BxLxD + jnp.take(self.token_type_embeddings, types_BxL, axis=0)
+        if self.cfg.embedding_layer_norm:
+            x_BxLxD = self.layer_norm(x_BxLxD)
+        return self.dropout(x_BxLxD.astype(self.cfg.compute_dtype), deterministic=deterministic)
 
     def attend(self, x_BxPxD: jax.Array) -> jax.Array:
         """The tied output projection: logits against the word-embedding table."""
-        table_VxD = self.word_embeddings.embedding.astype(self.cfg.compute_dtype)
+        table_VxD = self._table().embedding.astype(self.cfg.compute_dtype)
         return jnp.einsum("bpd,vd->bpv", x_BxPxD.astype(self.cfg.compute_dtype), table_VxD)
