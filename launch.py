@@ -10,6 +10,10 @@
     python launch.py export    --workdir runs/rt --output runs/rt-hf   # a Hugging Face BERT directory
     python launch.py demo      --workdir runs/demo [--pretrained runs/quickstart]
     python launch.py wiki-qa   --output runs/wiki_qa                   # a SQuAD-format QA set from Wikipedia leads
+    python launch.py bible     --output data/bible_en_de --versions k,e  # aligned verse pairs, split by book
+    python launch.py finetune  --config configs/translate/bible_en_de.py --workdir runs/en_de   # BLEU, beam search
+    python launch.py predict   --workdir runs/en_de --input sentences.txt --output translations.txt
+    python launch.py generate  --workdir runs/gpt --input prompts.txt --output samples.jsonl  # a causal-LM run
     python launch.py tpu run --name=my-v5e --zone=us-west4-a --type=v5litepod-16 [--dry_run] \
         -- pretrain --config configs/quickstart.py --workdir /mnt/bucket/run
 
@@ -30,8 +34,9 @@ from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 COMMANDS = ("pretrain", "tokenizer", "bench", "compile-only", "finetune", "evaluate", "predict", "export", "demo",
-            "wiki-qa")
-NO_CONFIG = ("evaluate", "predict", "export", "demo", "wiki-qa")  # these read the work directory's saved config
+            "wiki-qa", "bible", "generate")
+# these read the work directory's saved config (or need none)
+NO_CONFIG = ("evaluate", "predict", "export", "demo", "wiki-qa", "bible", "generate")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path of a Python config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, logs, metrics (pretrain).")
@@ -41,6 +46,14 @@ _INIT = flags.DEFINE_string("init", None, "`finetune`: start from a pretraining 
 _INPUT = flags.DEFINE_string("input", None, "`predict`: texts (.txt/.csv/.tsv/.jsonl) or questions (.json/.jsonl).")
 _PRETRAINED = flags.DEFINE_string("pretrained", None, "`demo`: reuse this pretraining run instead of pretraining.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "`tokenizer`: replace an existing model file.")
+_VERSIONS = flags.DEFINE_string("versions", "k,e", "`bible`: source,target Bible versions (k KJV, 4 WEB, 3 BBE; "
+                                "l French Segond 1910; e German Elberfelder 1932).")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "`generate`: tokens to generate per prompt.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "`generate`: sampling temperature; 0 = greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "`generate`: sample from the k most likely tokens; 0 = all.")
+_TOP_P = flags.DEFINE_float("top_p", 0.95, "`generate`: nucleus sampling mass; 1 = off.")
+_BEAM = flags.DEFINE_integer("beam_size", 1, "`generate`: beam search with this many beams (> 1 ignores sampling).")
+_SEED = flags.DEFINE_integer("seed", 0, "`generate`: sampling seed.")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-process: how many processes in all.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
@@ -81,8 +94,9 @@ def run(command: str) -> None:
         results = pretrain(config, _require(_WORKDIR.value, "workdir", command))
         start, end = results.get("eval_at_start"), results.get("eval_at_end")
         if start and end:
-            print(f"held-out masked-token accuracy {start['accuracy']:.4f} -> {end['accuracy']:.4f}, "
-                  f"loss {start['loss']:.3f} -> {end['loss']:.3f} after {results['steps']} steps")
+            print(f"held-out {config.objective} token accuracy {start['accuracy']:.4f} -> {end['accuracy']:.4f}, "
+                  f"loss {start['loss']:.3f} -> {end['loss']:.3f}, perplexity {start['perplexity']:.1f} -> "
+                  f"{end['perplexity']:.1f} after {results['steps']} steps")
         if results.get("curves"):
             print(f"curves: {results['curves']}")
     elif command == "tokenizer":
@@ -92,8 +106,16 @@ def run(command: str) -> None:
         output = _require(_OUTPUT.value, "output", command)
         if os.path.exists(output) and not _OVERWRITE.value:
             raise UserError(f"{output} exists; pass --overwrite to replace it")
-        docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
-        tok = train_tokenizer(docs, config.model.vocab_size, output, seed=config.seed, overwrite=_OVERWRITE.value)
+        if "task" in config and config.task.get("kind") == "translation":  # one vocabulary for both languages
+            from plm_jax.tasks.translation import iter_tokenizer_text
+
+            docs, pieces = iter_tokenizer_text(config.task), config.model.vocab_size
+        else:
+            from plm_jax.train.pretrain import tokenizer_pieces
+
+            docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
+            pieces = tokenizer_pieces(config)
+        tok = train_tokenizer(docs, pieces, output, seed=config.seed, overwrite=_OVERWRITE.value)
         print(f"wrote {output}: {tok.vocab_size} pieces")
     elif command == "bench":
         from plm_jax.train.bench import run_bench
@@ -109,6 +131,8 @@ def run(command: str) -> None:
 
         if _INIT.value is not None:
             config.init = _INIT.value
+        if config.task.get("kind") == "translation":
+            from plm_jax.train.translate import finetune_translation as finetune
         results = finetune(config, _require(_WORKDIR.value, "workdir", command))
         if "interrupted_at" in results:
             print(f"interrupted at step {results['interrupted_at']}; run the same command to resume")
@@ -127,13 +151,37 @@ def run_workdir_command(command: str) -> None:
         print(f"wrote {out['train']} ({out['train_examples']} questions from {out['train_leads']} leads) and "
               f"{out['dev']} ({out['dev_examples']} from {out['dev_leads']})")
         return
+    if command == "bible":
+        from plm_jax.data.corpora.bible import build_bible_pairs
+
+        versions = _VERSIONS.value.split(",")
+        if len(versions) != 2:
+            raise UserError(f"--versions={_VERSIONS.value!r}: expected two codes, source,target (e.g. k,e)")
+        output = _require(_OUTPUT.value, "output", command)
+        stats = build_bible_pairs(output, versions[0], versions[1])
+        _write_monolingual(output)
+        print(json.dumps(stats, indent=2))
+        return
     workdir = _require(_WORKDIR.value, "workdir", command)
+    if command == "generate":
+        n = inference.generate_samples(workdir, _require(_INPUT.value, "input", command),
+                                       _require(_OUTPUT.value, "output", command), max_new_tokens=_MAX_NEW.value,
+                                       temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                                       beam_size=_BEAM.value, seed=_SEED.value)
+        print(f"wrote {n} samples to {_OUTPUT.value}")
+        return
     if command == "evaluate":
         results = inference.evaluate(workdir)
         print(metrics_table(results))
         print(f"written to {os.path.join(workdir, 'eval_results.json')}")
     elif command == "predict":
         output = _require(_OUTPUT.value, "output", command)
+        if inference.run_kind(workdir) == "translation":
+            from plm_jax.train.translate import predict_translations
+
+            n = predict_translations(workdir, _require(_INPUT.value, "input", command), output)
+            print(f"wrote {n} translations to {output}")
+            return
         n = inference.predict(workdir, _require(_INPUT.value, "input", command), output)
         print(f"wrote {n} predictions to {output}")
     elif command == "export":
@@ -144,6 +192,19 @@ def run_workdir_command(command: str) -> None:
         from plm_jax.demo import run_demo
 
         run_demo(workdir, pretrained=_PRETRAINED.value)
+
+
+def _write_monolingual(folder: str) -> None:
+    """train.<lang>.txt, one training verse per line per language: text for pretraining and the vocabulary."""
+    from plm_jax.files import write_atomic
+
+    with open(os.path.join(folder, "stats.json"), encoding="utf-8") as f:
+        stats = json.load(f)
+    langs = (stats["source_language"], stats["target_language"])
+    with open(os.path.join(folder, "train.tsv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    for i, lang in enumerate(langs):
+        write_atomic(os.path.join(folder, f"train.{lang}.txt"), "".join(r[i] + "\n" for r in rows))
 
 
 def run_tpu(verb: str, launch_args: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""The full set of config keys for masked-LM pretraining, with defaults. Configs in configs/ start from it.
+"""The full set of config keys for pretraining and fine-tuning, with defaults. Configs in configs/ start from it.
 
 Every key a run can read is here, so that a `--config.x.y=` override naming a key that does not exist fails
 with a clear error instead of being ignored.
@@ -14,12 +14,26 @@ from plm_jax.data.sources import default_data_config
 from plm_jax.models.config import TransformerConfig
 from plm_jax.parallel.sharding import DEFAULT_RULES
 
+# The model each objective trains, and the shape conventions of its family (BERT, GPT-2, BART/T5).
+_OBJECTIVE_MODELS = {
+    "mlm": dict(architecture="encoder"),
+    "causal_lm": dict(architecture="decoder", pre_layer_norm=True, type_vocab_size=0, embedding_layer_norm=False,
+                      use_pooler=False, layer_norm_eps=1e-5),
+    # post-LN with token types like BERT, so that an MLM checkpoint's encoder drops in (BERT2BERT)
+    "span_corruption": dict(architecture="encoder_decoder", use_pooler=False),
+}
 
-def mlm_pretrain_config() -> ml_collections.ConfigDict:
+
+def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
+    """All keys of a pretraining run; `objective` picks the model family: mlm | causal_lm | span_corruption."""
+    if objective not in _OBJECTIVE_MODELS:
+        raise ValueError(f"objective={objective!r}; expected one of {tuple(_OBJECTIVE_MODELS)}")
     config = ml_collections.ConfigDict()
     config.seed = 0  # parameters, dropout, shuffling and masks all derive from it
+    config.objective = objective  # mlm (BERT) | causal_lm (GPT) | span_corruption (T5): must match model.architecture
 
-    config.model = ml_collections.ConfigDict(dataclasses.asdict(TransformerConfig()))
+    config.model = ml_collections.ConfigDict(
+        dataclasses.asdict(dataclasses.replace(TransformerConfig(), **_OBJECTIVE_MODELS[objective])))
 
     config.data = default_data_config()
     config.data.tokenizer_max_docs = 200_000  # documents read when training a SentencePiece model
@@ -51,6 +65,10 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices
     config.logical_axis_rules = DEFAULT_RULES
     return config
+
+
+def mlm_pretrain_config() -> ml_collections.ConfigDict:
+    return pretrain_config("mlm")
 
 
 def finetune_config() -> ml_collections.ConfigDict:
@@ -99,4 +117,24 @@ def finetune_config() -> ml_collections.ConfigDict:
     )
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     config.logical_axis_rules = DEFAULT_RULES
+    return config
+
+
+def translation_config() -> ml_collections.ConfigDict:
+    """Keys of a translation fine-tune (`launch.py finetune` with task.kind="translation").
+
+    `init`: "" (random weights in the shape of `model`, with `tokenizer`: one SentencePiece model for both
+    languages), or a plm_jax pretraining run: span_corruption (the whole encoder-decoder) or mlm (BERT2BERT: the
+    MLM encoder seeds encoder and decoder; cross-attention starts random).
+    """
+    from plm_jax.tasks.translation import default_translation_config
+
+    config = finetune_config()
+    config.model = pretrain_config("span_corruption").model  # only when init=""
+    config.task = default_translation_config()
+    config.task.beam_size = 4  # 1 = greedy
+    config.task.length_penalty = 0.6  # GNMT alpha
+    config.task.max_bleu_examples = 0  # BLEU after each epoch on the first N eval pairs; 0 = all
+    config.train.update(lr=5e-4, epochs=10, batch_size=64, eval_batch_size=64, warmup_frac=0.05)
+    del config.train["layer_decay"], config.train["eval_at_start"]
     return config

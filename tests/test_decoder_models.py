@@ -144,3 +144,24 @@ def test_objective_and_architecture_must_agree():
         dataclasses.replace(GPT, num_decoder_layers=2)
     with pytest.raises(ValueError, match="model.architecture='gpt'"):
         dataclasses.replace(GPT, architecture="gpt")
+
+
+def test_causal_generation_equals_argmax_over_full_passes_for_prompts_of_different_lengths():
+    from plm_jax.models.generation import CausalGenerator
+
+    model = CausalLM(GPT)
+    params = _params(model, causal_dummy_inputs(GPT, 1, 8))
+    prompts = [[2, 9, 14, 30], [2, 7]]
+    got = CausalGenerator(GPT, params, eos_id=3)(prompts, max_new_tokens=6, temperature=0.0)
+    beam1 = CausalGenerator(GPT, params, eos_id=3)(prompts, max_new_tokens=6, beam_size=1, temperature=0.0)
+    np.testing.assert_array_equal(got, beam1)
+    for row, prompt in enumerate(prompts):  # no cache: the whole sequence again for every new token
+        seq = list(prompt)
+        for _ in range(6):
+            ids = jnp.array([seq])
+            logits = model.apply({"params": params}, ids, jnp.ones_like(ids), _pos(len(seq), 1))
+            seq.append(int(jnp.argmax(logits[0, -1])))
+            if seq[-1] == 3:
+                break
+        want = seq[len(prompt):]
+        assert got[row, :len(want)].tolist() == want

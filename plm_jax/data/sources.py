@@ -48,6 +48,10 @@ def default_data_config() -> ml_collections.ConfigDict:
             "mask_token_frac": 0.8,
             "random_token_frac": 0.1,
             "max_predictions": 0,  # 0 = ceil(mask_rate * seq_len)
+            # T5 span corruption (objective "span_corruption"); see data/span_corruption.py
+            "noise_density": 0.15,  # fraction of raw tokens replaced by sentinel spans
+            "mean_noise_span_length": 3.0,  # mean tokens per noise span
+            "num_sentinels": 100,  # sentinel ids vocab_size .. vocab_size + num_sentinels - 1
         }
     )
 

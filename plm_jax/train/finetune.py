@@ -53,6 +53,10 @@ class FinetunedModel:
     classifier_dropout: float | None = None
 
     def module(self) -> nn.Module:
+        if self.kind == "translation":
+            from plm_jax.models.encoder_decoder import EncoderDecoder
+
+            return EncoderDecoder(self.model_cfg)
         if self.kind == "qa":
             return BertForQuestionAnswering(self.model_cfg)
         num_labels = 1 if self.kind == "regression" else len(self.label_names)

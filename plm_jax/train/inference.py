@@ -183,3 +183,46 @@ def export_hf(workdir: str, output_dir: str) -> str:
     model_cfg, tokenizer, params = plm_jax_run_params(workdir, heads=("encoder", "pooler", "mlm_head"))
     save_hf_checkpoint(output_dir, params, model_cfg, tokenizer_files=[tokenizer.path])
     return "masked-LM model, latest checkpoint"
+
+
+def run_kind(workdir: str) -> str:
+    """The kind of fine-tune a work directory holds, or "pretrain" for a pretraining run."""
+    if os.path.isfile(os.path.join(workdir, "model.json")):
+        return FinetunedModel.load(workdir).kind
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return "pretrain"
+    raise FileNotFoundError(f"{workdir} is neither a fine-tuning nor a pretraining work directory")
+
+
+# ---------------------------------------------------------------- generate (causal LM)
+def generate_samples(workdir: str, input_path: str, output_path: str, *, max_new_tokens: int = 64,
+                     temperature: float = 0.8, top_k: int = 0, top_p: float = 0.95, beam_size: int = 1,
+                     seed: int = 0) -> int:
+    """Continues each line of a text file (a prompt; an empty line starts a new document) with the latest
+    checkpoint of a causal-LM pretraining run; one JSON object per line: {"prompt", "continuation"}."""
+    from plm_jax.models.generation import CausalGenerator, strip_after_eos
+    from plm_jax.train.starting_point import plm_jax_run_params
+
+    if run_kind(workdir) != "pretrain":
+        raise ValueError(f"{workdir} is a fine-tune; `generate` continues text with a causal-LM pretraining run")
+    model_cfg, tokenizer, params = plm_jax_run_params(workdir, heads=("embeddings", "decoder", "lm_head"))
+    if model_cfg.architecture != "decoder":
+        raise ValueError(f"{workdir} trained a model.architecture={model_cfg.architecture!r}; `generate` needs a "
+                         "causal LM (objective causal_lm)")
+    if not os.path.isfile(input_path):
+        raise FileNotFoundError(f"input file not found: {input_path}")
+    try:
+        with open(input_path, encoding="utf-8") as f:
+            prompts = [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError:
+        raise ValueError(f"{input_path}: not UTF-8 text") from None
+    if not prompts:
+        raise ValueError(f"{input_path}: no prompts")
+    generator = CausalGenerator(model_cfg, params, eos_id=tokenizer.sep_id)
+    tokens = generator([[tokenizer.cls_id, *tokenizer.encode(p)] for p in prompts], max_new_tokens=max_new_tokens,
+                       seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, beam_size=beam_size)
+    records = [{"prompt": p, "continuation": tokenizer.decode(ids)}
+               for p, ids in zip(prompts, strip_after_eos(tokens, tokenizer.sep_id, tokenizer.pad_id))]
+    if jax.process_index() == 0:
+        write_atomic(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)

@@ -1,4 +1,4 @@
-"""The masked-LM pretraining loop: setup, resume, train, evaluate, checkpoint, log.
+"""The pretraining loop (masked LM, causal LM or span corruption): setup, resume, train, evaluate, checkpoint, log.
 
 Resuming is exact: the state and the data position (rows consumed) are saved together; masks are a function of
 (seed, row index) and dropout of (seed, step), so a killed and resumed run retraces an uninterrupted one bit for bit.
@@ -18,12 +18,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from plm_jax.data import masking, pipeline, sources
+from plm_jax.data import masking, pipeline, sources, span_corruption
 from plm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from plm_jax.models.config import TransformerConfig
 from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer
 from plm_jax.train.metrics_log import JSONL_NAME, MetricWriter, read_jsonl
+from plm_jax.train.objectives import get_objective, vocab_needed
 from plm_jax.train.setup import build
 from plm_jax.train.step import eval_metrics
 
@@ -38,9 +39,16 @@ def check_config(config: Any, workdir: str) -> dict[str, Any]:
     resolved = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            saved = json.load(f).get("model", {})
-        if saved != resolved["model"]:
-            diff = {k: (saved.get(k), v) for k, v in resolved["model"].items() if saved.get(k) != v}
+            saved_config = json.load(f)
+        saved = saved_config.get("model", {})
+        saved_objective = saved_config.get("objective", "mlm")
+        if saved_objective != resolved.get("objective", "mlm"):
+            raise ValueError(f"{workdir} holds a run of objective={saved_objective!r}, the config asks for "
+                             f"objective={resolved.get('objective')!r}; use a new --workdir")
+        defaults = TransformerConfig().to_dict()  # keys added since the run started hold their defaults
+        diff = {k: (saved.get(k, defaults.get(k)), v) for k, v in resolved["model"].items()
+                if saved.get(k, defaults.get(k)) != v}
+        if diff:
             raise ValueError(f"{workdir} holds a run of another model shape (saved vs config: {diff}); "
                              "use a new --workdir")
     return resolved
@@ -66,9 +74,9 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
 
         def train() -> None:
             log.info("training a %d-piece SentencePiece model on the training text -> %s",
-                     config.model.vocab_size, path)
+                     tokenizer_pieces(config), path)
             docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
-            train_tokenizer(docs, config.model.vocab_size, path, seed=config.seed)
+            train_tokenizer(docs, tokenizer_pieces(config), path, seed=config.seed)
 
         if not os.path.exists(path):
             if jax.process_index() == 0:
@@ -78,16 +86,27 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
                 if not os.path.exists(path):  # no shared file system: each host trains the same model
                     train()
         tokenizer = load_tokenizer(path)
-    if tokenizer.vocab_size != config.model.vocab_size:
+    needed = vocab_needed(config.objective, tokenizer.vocab_size, config.data)
+    if needed != config.model.vocab_size:
         hint = "" if config.data.tokenizer else f" (trained earlier into {path}: delete it to train a new one)"
-        raise ValueError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces) does not match "
+        extra = f" + {needed - tokenizer.vocab_size} sentinels" if needed != tokenizer.vocab_size else ""
+        raise ValueError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces{extra}) does not match "
                          f"model.vocab_size={config.model.vocab_size}{hint}")
     return tokenizer
 
 
+def tokenizer_pieces(config: Any) -> int:
+    """SentencePiece vocabulary to train: the model's, less the sentinel ids span corruption appends."""
+    return config.model.vocab_size - vocab_needed(config.objective, 0, config.data)
+
+
 def validate(config: Any) -> TransformerConfig:
     model_cfg = TransformerConfig.from_config(config.model)
-    masking.validate_mlm_config(config.data)
+    get_objective(config.objective, model_cfg)
+    if config.objective == "mlm":
+        masking.validate_mlm_config(config.data)
+    elif config.objective == "span_corruption":
+        span_corruption.validate_span_config(config.data)
     if config.data.seq_len > model_cfg.max_len:
         raise ValueError(f"data.seq_len={config.data.seq_len} exceeds model.max_len={model_cfg.max_len}")
     for key in ("steps", "log_every", "eval_every", "checkpoint_every", "eval_batches", "grad_accum_steps"):
@@ -165,7 +184,8 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     def to_global(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in batch.items()}
 
-    eval_ds = pipeline.mlm_dataset(config.data, tokenizer, split="eval", repeat=False, **host_batch_args)
+    eval_ds = pipeline.pretrain_dataset(config.objective, config.data, tokenizer, split="eval", repeat=False,
+                                        **host_batch_args)
     eval_batches = [to_global(b) for b in eval_ds.take(config.train.eval_batches).as_numpy_iterator()]
     if not eval_batches:
         raise ValueError(f"the eval split holds less than one batch of {global_batch} rows; "
@@ -190,8 +210,8 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         return {"rows_consumed": rows_consumed + (step - start_step) * global_batch, "step": step,
                 "global_batch": global_batch}
 
-    train_ds = pipeline.mlm_dataset(config.data, tokenizer, split="train", repeat=True, start_row=rows_consumed,
-                                    **host_batch_args)
+    train_ds = pipeline.pretrain_dataset(config.objective, config.data, tokenizer, split="train", repeat=True,
+                                         start_row=rows_consumed, **host_batch_args)
     train_iter = train_ds.as_numpy_iterator()
     stop = StopFlag()
     pending: list[dict[str, jax.Array]] = []
@@ -215,7 +235,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
             wait_start = time.perf_counter()
             host_batch = next(train_iter)  # the device works on the previous step meanwhile (async dispatch)
             data_wait += time.perf_counter() - wait_start
-            tokens_since += int(np.count_nonzero(host_batch["segment_ids"])) * jax.process_count()
+            tokens_since += int(np.count_nonzero(host_batch[setup.objective.token_key])) * jax.process_count()
             state, metrics = train_step(state, to_global(host_batch))
             pending.append(metrics)
             step += 1

@@ -12,15 +12,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from plm_jax.data.masking import resolve_max_predictions
 from plm_jax.models.config import TransformerConfig
-from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
 from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
 from plm_jax.train import state as state_lib
+from plm_jax.train.objectives import Objective, get_objective
 from plm_jax.train.optimizer import make_optimizer
 from plm_jax.train.step import jit_steps
 
@@ -28,11 +26,12 @@ from plm_jax.train.step import jit_steps
 @dataclasses.dataclass(frozen=True)
 class TrainingSetup:
     model_cfg: TransformerConfig
+    objective: Objective
     model: nn.Module
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     mesh: Mesh
-    init_inputs: dict[str, jax.Array]
+    init_inputs: tuple[jax.Array, ...]
     abstract_state: state_lib.TrainState  # shapes + shardings, no memory
     state_shardings: state_lib.TrainState
     data_sharding: NamedSharding
@@ -43,38 +42,34 @@ class TrainingSetup:
         return state_lib.init_state(self.model, self.tx, self.init_inputs, self.state_shardings,
                                     jax.random.key(seed))
 
-    def abstract_batch(self, batch_size: int, seq_len: int, predictions: int) -> dict[str, jax.ShapeDtypeStruct]:
+    def abstract_batch(self, data_cfg: Any, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         """The global batch's shapes, for ahead-of-time compilation."""
-        def spec(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
-            return jax.ShapeDtypeStruct(shape, dtype, sharding=self.data_sharding)
-
-        tokens, preds = (batch_size, seq_len), (batch_size, predictions)
-        return dict(input_ids=spec(tokens, jnp.int32), segment_ids=spec(tokens, jnp.int32),
-                    positions=spec(tokens, jnp.int32), masked_positions=spec(preds, jnp.int32),
-                    masked_ids=spec(preds, jnp.int32), masked_weights=spec(preds, jnp.float32))
+        return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.data_sharding)
+                for k, (shape, dtype) in self.objective.batch_shapes(data_cfg, batch_size).items()}
 
 
 def build(config: Any, devices: list[jax.Device] | None = None) -> TrainingSetup:
     model_cfg = TransformerConfig.from_config(config.model)
     mesh = make_mesh(config.mesh, devices)
     rules = rules_from_config(config.logical_axis_rules)
-    model = BertForMaskedLM(model_cfg)
+    objective = get_objective(config.get("objective", "mlm"), model_cfg)
+    model = objective.model(model_cfg)
     tx, schedule = make_optimizer(config.train)
-    init_inputs = dummy_inputs(model_cfg, 1, config.data.seq_len)
+    init_inputs = objective.init_inputs(config.data)
     abstract, shardings = state_lib.state_shardings(model, tx, init_inputs, mesh, rules)
     data_sharding = batch_sharding(mesh, rules)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    train_step, eval_step = jit_steps(model, tx, schedule, shardings, data_sharding, dropout_key,
+    train_step, eval_step = jit_steps(model, objective, tx, schedule, shardings, data_sharding, dropout_key,
                                       accum_steps=config.train.grad_accum_steps)
-    return TrainingSetup(model_cfg, model, tx, schedule, mesh, init_inputs, abstract, shardings, data_sharding,
-                         train_step, eval_step)
+    return TrainingSetup(model_cfg, objective, model, tx, schedule, mesh, init_inputs, abstract, shardings,
+                         data_sharding, train_step, eval_step)
 
 
 def compile_only(config: Any) -> dict[str, Any]:
     """Lowers and compiles the train step for the configured mesh without allocating the state, and reports
     XLA's per-device memory estimate, so an out-of-memory config shows up before a pod is reserved."""
     setup = build(config)
-    batch = setup.abstract_batch(config.train.batch_size, config.data.seq_len, resolve_max_predictions(config.data))
+    batch = setup.abstract_batch(config.data, config.train.batch_size)
     start = time.perf_counter()
     compiled = setup.train_step.lower(setup.abstract_state, batch).compile()
     compile_s = time.perf_counter() - start

@@ -21,16 +21,18 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
 
 
-def _boxed_state_fn(model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict) -> Callable:
+def _boxed_state_fn(model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict | tuple) -> Callable:
+    """init_inputs: keyword arguments (dict) or positional ones (tuple) of the model's __call__."""
     def boxed_state(key: jax.Array) -> TrainState:
-        params = model.init(key, **init_inputs)["params"]  # boxed: leaves carry logical axes
+        args, kwargs = (init_inputs, {}) if isinstance(init_inputs, tuple) else ((), init_inputs)
+        params = model.init(key, *args, **kwargs)["params"]  # boxed: leaves carry logical axes
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
     return boxed_state
 
 
 def state_shardings(
-    model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict, mesh: Mesh, rules: Any
+    model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict | tuple, mesh: Mesh, rules: Any
 ) -> tuple[TrainState, TrainState]:
     """(abstract state with shardings attached, shardings) from shapes alone (`jax.eval_shape`)."""
     boxed = jax.eval_shape(_boxed_state_fn(model, tx, init_inputs), jax.random.key(0))
@@ -42,7 +44,7 @@ def state_shardings(
 
 
 def init_state(
-    model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict, shardings: TrainState, key: jax.Array
+    model: nn.Module, tx: optax.GradientTransformation, init_inputs: dict | tuple, shardings: TrainState, key: jax.Array
 ) -> TrainState:
     """Each device computes only its own shards of the freshly initialised state."""
     boxed_state = _boxed_state_fn(model, tx, init_inputs)

@@ -1,4 +1,4 @@
-"""Pure train and eval steps for masked-LM pretraining, and their jitted, sharded forms."""
+"""Pure train and eval steps for any token objective (MLM, causal LM, span corruption, seq2seq), jitted and sharded."""
 
 from __future__ import annotations
 
@@ -10,34 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plm_jax.train.objectives import Objective
 from plm_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
-MODEL_INPUT_KEYS = ("input_ids", "segment_ids", "positions", "masked_positions")
-
-
-def mlm_loss_sums(logits_BxPxV: jax.Array, targets_BxP: jax.Array, weights_BxP: jax.Array) -> dict[str, jax.Array]:
-    """Sums (not means) over the selected tokens, so that batches and hosts combine exactly."""
-    logp_BxPxV = jax.nn.log_softmax(logits_BxPxV.astype(jnp.float32), axis=-1)
-    nll_BxP = -jnp.take_along_axis(logp_BxPxV, targets_BxP[..., None], axis=-1)[..., 0]
-    correct_BxP = (jnp.argmax(logits_BxPxV, axis=-1) == targets_BxP).astype(jnp.float32)
-    return {
-        "loss_sum": jnp.sum(nll_BxP * weights_BxP),
-        "correct_sum": jnp.sum(correct_BxP * weights_BxP),
-        "weight_sum": jnp.sum(weights_BxP),
-    }
-
-
-def _forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool, rngs: dict | None = None):
-    return model.apply(
-        {"params": params},
-        batch["input_ids"],
-        batch["segment_ids"],
-        batch["positions"],
-        batch["masked_positions"],
-        deterministic=deterministic,
-        rngs=rngs,
-    )
 
 
 def _microbatches(batch: Batch, n: int) -> Batch:
@@ -70,11 +46,11 @@ def accumulate_grads(sums_fn: Callable, params: Any, batch: Batch, rng: jax.Arra
     return grads, sums
 
 
-def summed_grads(model: nn.Module, params: Any, batch: Batch, rng: jax.Array, accum_steps: int = 1):
-    """Gradients of the summed MLM loss, and the sums."""
+def summed_grads(model: nn.Module, objective: Objective, params: Any, batch: Batch, rng: jax.Array,
+                 accum_steps: int = 1):
+    """Gradients of the objective's summed token loss, and the sums."""
     def loss_sum_fn(p: Any, micro: Batch, key: jax.Array):
-        logits_BxPxV = _forward(model, p, micro, deterministic=False, rngs={"dropout": key})
-        sums = mlm_loss_sums(logits_BxPxV, micro["masked_ids"], micro["masked_weights"])
+        sums = objective.loss_sums(model, p, micro, deterministic=False, rngs={"dropout": key})
         return sums["loss_sum"], sums
 
     return accumulate_grads(loss_sum_fn, params, batch, rng, accum_steps)
@@ -85,6 +61,7 @@ def train_step(
     batch: Batch,
     *,
     model: nn.Module,
+    objective: Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     dropout_key: jax.Array,
@@ -95,7 +72,7 @@ def train_step(
     Dropout noise is a function of (dropout_key, step): resumable without saved RNG state.
     """
     rng = jax.random.fold_in(dropout_key, state.step)
-    grad_sums, sums = summed_grads(model, state.params, batch, rng, accum_steps)
+    grad_sums, sums = summed_grads(model, objective, state.params, batch, rng, accum_steps)
     weight = jnp.maximum(sums["weight_sum"], 1.0)
     grads = jax.tree.map(lambda g: g / weight, grad_sums)  # the gradient of the mean loss over the whole batch
     loss = sums["loss_sum"] / weight
@@ -110,13 +87,12 @@ def train_step(
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
-    return mlm_loss_sums(_forward(model, params, batch, deterministic=True), batch["masked_ids"],
-                         batch["masked_weights"])
+def eval_step(params: Any, batch: Batch, *, model: nn.Module, objective: Objective) -> dict[str, jax.Array]:
+    return objective.loss_sums(model, params, batch, deterministic=True)
 
 
 def eval_metrics(sums: dict[str, float]) -> dict[str, float]:
-    """MLM loss, accuracy and perplexity from summed eval statistics."""
+    """Token loss, accuracy and perplexity from summed eval statistics."""
     weight = max(float(sums["weight_sum"]), 1.0)
     loss = float(sums["loss_sum"]) / weight
     return {"loss": loss, "accuracy": float(sums["correct_sum"]) / weight,
@@ -125,6 +101,7 @@ def eval_metrics(sums: dict[str, float]) -> dict[str, float]:
 
 def jit_steps(
     model: nn.Module,
+    objective: Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     state_shardings: TrainState,
@@ -135,14 +112,14 @@ def jit_steps(
     """The train step with explicit shardings and donated state, and the eval step."""
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
     train = jax.jit(
-        lambda s, b: train_step(s, b, model=model, tx=tx, schedule=schedule, dropout_key=dropout_key,
-                                accum_steps=accum_steps),
+        lambda s, b: train_step(s, b, model=model, objective=objective, tx=tx, schedule=schedule,
+                                dropout_key=dropout_key, accum_steps=accum_steps),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
     evaluate = jax.jit(
-        lambda p, b: eval_step(p, b, model=model),
+        lambda p, b: eval_step(p, b, model=model, objective=objective),
         in_shardings=(state_shardings.params, batch_sharding),
         out_shardings=replicated,
     )
