@@ -136,5 +136,7 @@ def translation_config() -> ml_collections.ConfigDict:
     config.task.length_penalty = 0.6  # GNMT alpha
     config.task.max_bleu_examples = 0  # BLEU after each epoch on the first N eval pairs; 0 = all
     config.train.update(lr=5e-4, epochs=10, batch_size=64, eval_batch_size=64, warmup_frac=0.05)
+    config.train.sort_window = 50  # batches of similar lengths, sorted within windows of this many; 0 = random
+    config.train.length_bucket = 16  # cut each batch to its longest row, rounded up to this; 0 = full length
     del config.train["layer_decay"], config.train["eval_at_start"]
     return config

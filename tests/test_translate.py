@@ -132,3 +132,24 @@ def test_bert2bert_maps_every_encoder_weight_and_leaves_cross_attention_out():
         bad = jax.tree.map(lambda x: x, mapped)
         bad["encoder"]["layer_0"]["mlp"]["wi"]["kernel"] = np.zeros((3, 3), np.float32)
         seq2seq_init.graft_partial(fresh, bad, jax.tree.map(lambda x: x.sharding, fresh))
+
+
+def test_length_bucketed_batches_cover_the_epoch_once_and_trim_padding():
+    from plm_jax.train.translate import batch_of, train_rows
+
+    rng = np.random.default_rng(0)
+    lengths = tuple(int(x) for x in rng.integers(3, 90, 640))
+    rows = [train_rows(7, step, 10, 64, lengths, window=5) for step in range(10)]
+    assert sorted(np.concatenate(rows).tolist()) == list(range(640))  # every row once per epoch
+    assert np.array_equal(rows[3], train_rows(7, 3, 10, 64, lengths, window=5))  # a function of (seed, step)
+    assert not np.array_equal(rows[3], train_rows(7, 13, 10, 64, lengths, window=5))  # the next epoch differs
+    spread = np.mean([np.ptp(np.asarray(lengths)[r]) for r in rows])
+    random_spread = np.mean([np.ptp(np.asarray(lengths)[train_rows(7, s, 10, 64, lengths, 0)]) for s in range(10)])
+    assert spread < random_spread / 3
+    seg = np.zeros((3, 96), np.int32)
+    seg[0, :20], seg[1, :35], seg[2, :5] = 1, 1, 1
+    arrays = {"encoder_segment_ids": seg, "encoder_input_ids": seg * 7, "decoder_segment_ids": seg[:, :64],
+              "decoder_weights": seg[:, :64].astype(np.float32)}
+    batch = batch_of(arrays, np.array([0, 1, -1]), bucket=16)
+    assert batch["encoder_input_ids"].shape == (3, 48) and batch["decoder_segment_ids"].shape == (3, 48)
+    assert batch["decoder_weights"][2].sum() == 0  # the padding row

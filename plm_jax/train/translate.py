@@ -7,6 +7,7 @@ of the best model, and the sacrebleu signatures in results.json. Re-running the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -63,11 +64,46 @@ def load_split(task: Any, tokenizer: TextTokenizer, split: str) -> tuple[dict[st
     return {k: arrays[k] for k in INPUT_KEYS}, [p.target for p in pairs]
 
 
-def batch_of(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows < 0 are padding: their target weights are 0, so they add nothing to a loss."""
+def batch_of(arrays: dict[str, np.ndarray], rows: np.ndarray, bucket: int = 0) -> dict[str, np.ndarray]:
+    """Rows < 0 are padding: their target weights are 0, so they add nothing to a loss. With `bucket` > 0 the
+    batch is cut to its longest row rounded up to a multiple of `bucket` (a few shapes, each compiled once)."""
     batch = {k: v[np.maximum(rows, 0)] for k, v in arrays.items()}
     batch["decoder_weights"] = batch["decoder_weights"] * (rows >= 0)[:, None]
+    if bucket:
+        for prefix in ("encoder", "decoder"):
+            full = batch[f"{prefix}_segment_ids"].shape[1]
+            longest = int((batch[f"{prefix}_segment_ids"] != 0).sum(axis=1).max())
+            keep = min(full, -(-max(longest, 1) // bucket) * bucket)
+            for k in batch:
+                if k.startswith(prefix):
+                    batch[k] = batch[k][:, :keep]
     return batch
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_batches(seed: int, epoch: int, steps_per_epoch: int, batch_size: int, lengths: tuple[int, ...],
+                   window: int) -> tuple[np.ndarray, ...]:
+    """An epoch's batches of similar lengths: the epoch's permutation cut into windows of `window` batches,
+    each window sorted by length and cut into batches, and the batches shuffled (fairseq / tensor2tensor style).
+    A function of (seed, epoch) only, so a resumed run gets the same batches."""
+    order = fdata.epoch_order(seed, epoch, len(lengths))[: steps_per_epoch * batch_size]
+    length_of = np.asarray(lengths)
+    batches = []
+    for start in range(0, len(order), batch_size * window):
+        part = order[start : start + batch_size * window]
+        part = part[np.argsort(length_of[part], kind="stable")]
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    shuffle = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+    return tuple(batches[i] for i in shuffle)
+
+
+def train_rows(seed: int, step: int, steps_per_epoch: int, batch_size: int, lengths: tuple[int, ...],
+               window: int) -> np.ndarray:
+    """The rows of train step `step`: random batches (window 0) or length-bucketed ones."""
+    if not window:
+        return fdata.train_rows(seed, step, steps_per_epoch, batch_size, len(lengths))
+    epoch, i = divmod(step, steps_per_epoch)
+    return _epoch_batches(seed, epoch, steps_per_epoch, batch_size, lengths, window)[i]
 
 
 def translate_arrays(generator: Seq2SeqGenerator, arrays: dict[str, np.ndarray], tokenizer: TextTokenizer,
@@ -100,6 +136,8 @@ def finetune_translation(config: Any, workdir: str) -> dict[str, Any]:
     if task.test_file or (task.source == "tfds" and task.test_split):
         splits["test"] = load_split(task, sp.tokenizer, "test")
     train_arrays = splits["train"][0]
+    lengths = tuple(np.maximum((train_arrays["encoder_segment_ids"] != 0).sum(1),
+                               (train_arrays["decoder_segment_ids"] != 0).sum(1)).tolist())
     n_train, batch_size = train_arrays["encoder_input_ids"].shape[0], int(train_cfg.batch_size)
     if n_train < batch_size:
         raise ValueError(f"the train split holds {n_train} pairs, fewer than train.batch_size={batch_size}")
@@ -158,7 +196,8 @@ def finetune_translation(config: Any, workdir: str) -> dict[str, Any]:
         arrays, references = splits[name]
         totals: dict[str, float] = {}
         for rows in fdata.eval_batches(arrays["encoder_input_ids"].shape[0], eval_bs):
-            for k, v in jax.device_get(eval_step(params, to_global(batch_of(arrays, rows), data_sharding))).items():
+            batch = to_global(batch_of(arrays, rows, int(train_cfg.length_bucket)), data_sharding)
+            for k, v in jax.device_get(eval_step(params, batch)).items():
                 totals[k] = totals.get(k, 0.0) + float(v)
         metrics: dict[str, Any] = {k: v for k, v in eval_metrics(totals).items() if k != "tokens"}
         limit = int(task.max_bleu_examples) or len(references)
@@ -182,8 +221,8 @@ def finetune_translation(config: Any, workdir: str) -> dict[str, Any]:
         while step < total_steps:
             if (jax.process_count() == 1 or step % train_cfg.log_every == 0) and stop.agreed():
                 break
-            rows = fdata.train_rows(config.seed, step, steps_per_epoch, batch_size, n_train)
-            batch = batch_of(train_arrays, rows)
+            rows = train_rows(config.seed, step, steps_per_epoch, batch_size, lengths, int(train_cfg.sort_window))
+            batch = batch_of(train_arrays, rows, int(train_cfg.length_bucket))
             state, metrics = train_step(state, to_global(batch, data_sharding))
             pending.append(metrics)
             tokens_since += int(np.count_nonzero(batch["encoder_segment_ids"]) + batch["decoder_weights"].sum())
