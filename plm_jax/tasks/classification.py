@@ -17,6 +17,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -186,11 +187,8 @@ def _local_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterat
 # ----------------------------------------------------------------------------------------------------------- TFDS
 
 
-def _tfds_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterator[_Row], str, tuple[str, ...]]:
-    """Rows of a TFDS split and the label feature's ClassLabel names (empty if it is not a ClassLabel)."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
+def task_tfds_builder(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Any, str]:
+    """The TFDS builder of a task's dataset and the TFDS name of its `split` ("train"/"eval"/"test"), checked."""
     from plm_jax.data.sources import default_data_config, tfds_builder
 
     if not task_cfg.tfds_name:
@@ -201,10 +199,19 @@ def _tfds_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterato
     data_cfg = default_data_config()
     data_cfg.update({"source": "tfds", "tfds_name": task_cfg.tfds_name, "tfds_data_dir": task_cfg.tfds_data_dir})
     builder = tfds_builder(data_cfg)
-    features, name = builder.info.features, task_cfg.tfds_name
     if re.fullmatch(r"\w+", split_name) and split_name not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {name!r} has no split {split_name!r}; "
+        raise ValueError(f"TFDS dataset {task_cfg.tfds_name!r} has no split {split_name!r}; "
                          f"available: {sorted(builder.info.splits.keys())}")
+    return builder, split_name
+
+
+def _tfds_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterator[_Row], str, tuple[str, ...]]:
+    """Rows of a TFDS split and the label feature's ClassLabel names (empty if it is not a ClassLabel)."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    builder, split_name = task_tfds_builder(task_cfg, split)
+    features, name = builder.info.features, task_cfg.tfds_name
     for column in _columns(task_cfg, need_label=True):
         if column not in features:
             raise ValueError(f"TFDS dataset {name!r} has no feature {column!r}; available: {sorted(features.keys())}")

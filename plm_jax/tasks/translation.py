@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 
 import ml_collections
@@ -186,20 +185,10 @@ def _tfds_pairs(cfg: ml_collections.ConfigDict, split: str) -> Iterator[Translat
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from plm_jax.data.sources import default_data_config, tfds_builder
+    from plm_jax.tasks.classification import task_tfds_builder
 
-    if not cfg.tfds_name:
-        raise ValueError("task.tfds_name is empty: name the TFDS dataset (or set task.source='local')")
-    split_name = cfg[f"{split}_split"]
-    if not split_name:
-        raise ValueError(f"task.{split}_split is empty: name the TFDS split to use for {split}")
-    data_cfg = default_data_config()
-    data_cfg.update({"source": "tfds", "tfds_name": cfg.tfds_name, "tfds_data_dir": cfg.tfds_data_dir})
-    builder = tfds_builder(data_cfg)
+    builder, split_name = task_tfds_builder(cfg, split)
     features, name = builder.info.features, cfg.tfds_name
-    if re.fullmatch(r"\w+", split_name) and split_name not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {name!r} has no split {split_name!r}; "
-                         f"available: {sorted(builder.info.splits.keys())}")
     languages = (cfg.source_lang, cfg.target_lang)
     for lang in languages:
         if lang not in features:

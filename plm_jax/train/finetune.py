@@ -231,24 +231,14 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
                 metrics["epoch"] = step // steps_per_epoch
                 writer.write(step, "eval", metrics)
                 bar.write(f"epoch {metrics['epoch']:.0f} (step {step}) eval: {_fmt(metrics)}")
-                if not best or metrics[main_metric] > best["metrics"][main_metric]:
-                    best = {"step": step, "epoch": int(metrics["epoch"]), "metric": main_metric, "metrics": metrics}
-                    best_ckpt.save(step, state.params, best, force=True)
+                best = keep_best(best, step, metrics, main_metric, best_ckpt, state.params)
                 writer.plot_finetune(main_metric)
             elif end_of_epoch and not best_ckpt.latest_step() == step:  # no eval split: the last epoch is best
-                best = {"step": step, "epoch": step // steps_per_epoch, "metric": "", "metrics": {}}
-                best_ckpt.save(step, state.params, best, force=True)
-            if end_of_epoch or (train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0):
-                ckpt.save(step, state, {"step": step, "best": best})
-        if stop.signal is not None and step < total_steps:
-            log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
-            ckpt.save(step, state, {"step": step, "best": best}, force=True)
+                best = keep_best(best, step, {"epoch": step // steps_per_epoch}, "", best_ckpt, state.params)
+            save_position(ckpt, state, step, best, end_of_epoch, train_cfg.checkpoint_every)
+        save_on_signal(stop, ckpt, state, step, total_steps, best)
     finally:
-        bar.close()
-        stop.restore()
-        ckpt.close()
-        best_ckpt.close()
-        writer.close()
+        close_all(bar, stop, ckpt, best_ckpt, writer)
 
     results: dict[str, Any] = {"starting_point": {"kind": sp.kind, "source": sp.source}, "task": task.kind,
                                "main_metric": main_metric, "steps": step, "total_steps": total_steps,
@@ -264,6 +254,37 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     if pi == 0:
         write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
     return results
+
+
+def keep_best(best: dict[str, Any], step: int, metrics: dict[str, Any], metric: str, best_ckpt: Checkpointer,
+              params: Any) -> dict[str, Any]:
+    """The best epoch so far; its parameters are saved when `metrics` beat it (metric "": always, no eval)."""
+    if metric and best and metrics[metric] <= best["metrics"][metric]:
+        return best
+    best = {"step": step, "epoch": int(metrics["epoch"]), "metric": metric, "metrics": metrics if metric else {}}
+    best_ckpt.save(step, params, best, force=True)
+    return best
+
+
+def save_position(ckpt: Checkpointer, state: Any, step: int, best: dict[str, Any], end_of_epoch: bool,
+                  every: int) -> None:
+    """The train state for resuming, at each epoch's end and every `every` steps (0 = epoch ends only)."""
+    if end_of_epoch or (every and step % every == 0):
+        ckpt.save(step, state, {"step": step, "best": best})
+
+
+def save_on_signal(stop: StopFlag, ckpt: Checkpointer, state: Any, step: int, total_steps: int,
+                   best: dict[str, Any]) -> None:
+    if stop.signal is not None and step < total_steps:
+        log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
+        ckpt.save(step, state, {"step": step, "best": best}, force=True)
+
+
+def close_all(bar: Any, stop: StopFlag, *closables: Any) -> None:
+    bar.close()
+    stop.restore()
+    for c in closables:
+        c.close()
 
 
 def to_global(batch: dict[str, np.ndarray], data_sharding: Any) -> dict[str, jax.Array]:

@@ -30,7 +30,18 @@ from plm_jax.train import finetune_data as fdata
 from plm_jax.train import seq2seq_init
 from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer
-from plm_jax.train.finetune import MODEL_FILE, FinetunedModel, _copy_tokenizer, check_workdir, restore_best, to_global
+from plm_jax.train.finetune import (
+    MODEL_FILE,
+    FinetunedModel,
+    _copy_tokenizer,
+    check_workdir,
+    close_all,
+    keep_best,
+    restore_best,
+    save_on_signal,
+    save_position,
+    to_global,
+)
 from plm_jax.train.metrics_log import MetricWriter
 from plm_jax.train.objectives import get_objective
 from plm_jax.train.optimizer import make_optimizer
@@ -243,24 +254,14 @@ def finetune_translation(config: Any, workdir: str) -> dict[str, Any]:
                 log_eval(step, metrics)
                 bar.write(f"epoch {metrics['epoch']} (step {step}): eval loss {metrics['loss']:.3f}, "
                           f"BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}")
-                if not best or metrics["bleu"] > best["metrics"]["bleu"]:
-                    best = {"step": step, "epoch": metrics["epoch"], "metric": "bleu", "metrics": metrics}
-                    best_ckpt.save(step, state.params, best, force=True)
+                best = keep_best(best, step, metrics, "bleu", best_ckpt, state.params)
                 writer.plot_finetune("bleu")
             elif end_of_epoch:  # no eval split: the last epoch is the best
-                best = {"step": step, "epoch": step // steps_per_epoch, "metric": "", "metrics": {}}
-                best_ckpt.save(step, state.params, best, force=True)
-            if end_of_epoch or (train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0):
-                ckpt.save(step, state, {"step": step, "best": best})
-        if stop.signal is not None and step < total_steps:
-            log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
-            ckpt.save(step, state, {"step": step, "best": best}, force=True)
+                best = keep_best(best, step, {"epoch": step // steps_per_epoch}, "", best_ckpt, state.params)
+            save_position(ckpt, state, step, best, end_of_epoch, train_cfg.checkpoint_every)
+        save_on_signal(stop, ckpt, state, step, total_steps, best)
     finally:
-        bar.close()
-        stop.restore()
-        ckpt.close()
-        best_ckpt.close()
-        writer.close()
+        close_all(bar, stop, ckpt, best_ckpt, writer)
 
     results: dict[str, Any] = {"starting_point": {"kind": sp.kind, "source": sp.source}, "task": "translation",
                                "main_metric": "bleu", "steps": step, "total_steps": total_steps,
