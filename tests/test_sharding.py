@@ -11,6 +11,7 @@ from plm_jax.parallel import sharding
 from plm_jax.train import optimizer
 from plm_jax.train import state as state_lib
 from plm_jax.train import step as step_lib
+from plm_jax.train.objectives import get_objective
 
 CFG = TransformerConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=16)
 TRAIN = ml_collections.ConfigDict(dict(steps=10, warmup_steps=2, lr=1e-3, end_lr_fraction=0.0, decay="linear",
@@ -35,8 +36,8 @@ def make_train(cfg, mesh_shape, accum_steps=1):
     _, shardings = state_lib.state_shardings(model, tx, dummy_inputs(cfg), mesh, sharding.DEFAULT_RULES)
     state = state_lib.init_state(model, tx, dummy_inputs(cfg), shardings, jax.random.key(0))
     data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
-    train, _ = step_lib.jit_steps(model, tx, schedule, shardings, data_sharding, jax.random.key(1),
-                                  accum_steps=accum_steps)
+    train, _ = step_lib.jit_steps(model, get_objective("mlm", cfg), tx, schedule, shardings, data_sharding,
+                                  jax.random.key(1), accum_steps=accum_steps)
     return state, train, data_sharding
 
 

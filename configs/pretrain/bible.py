@@ -21,12 +21,11 @@ def get_config(objective: str = "causal_lm") -> ml_collections.ConfigDict:
     config = pretrain_config(objective)
     sentinels = 100 if objective == "span_corruption" else 0
     config.model.update(vocab_size=8000 + sentinels, hidden_size=256, num_layers=3, num_heads=4, mlp_dim=1024,
-                        max_len=128, dropout_rate=0.1, attention_dropout_rate=0.1)
-    if objective != "mlm":
-        config.model.pre_layer_norm = True
+                        max_len=128, dropout_rate=0.1, attention_dropout_rate=0.1,
+                        pre_layer_norm=True)  # pre-LN everywhere, as the translation model: BERT2BERT fits it
     paths = (f"{data}/train.en.txt",) if objective == "causal_lm" else (f"{data}/train.en.txt", f"{data}/train.de.txt")
     config.data.update(source="text", paths=paths, seq_len=128, tokenizer=f"{data}/spm.model",
                        num_sentinels=sentinels or 100)
-    config.train.update(batch_size=32, steps=1500, lr=1e-3, warmup_steps=100, log_every=20, eval_every=250,
+    config.train.update(batch_size=32, steps=1000, lr=1e-3, warmup_steps=100, log_every=20, eval_every=250,
                         eval_batches=8, checkpoint_every=250)
     return config
