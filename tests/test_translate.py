@@ -153,3 +153,31 @@ def test_length_bucketed_batches_cover_the_epoch_once_and_trim_padding():
     batch = batch_of(arrays, np.array([0, 1, -1]), bucket=16)
     assert batch["encoder_input_ids"].shape == (3, 48) and batch["decoder_segment_ids"].shape == (3, 48)
     assert batch["decoder_weights"][2].sum() == 0  # the padding row
+
+
+@pytest.mark.slow
+def test_an_mlm_run_seeds_the_translation_model(tmp_path):
+    """BERT2BERT from a real pretraining work directory: shape, tokenizer and weights come from the MLM run."""
+    import jax
+
+    from plm_jax.train.pretrain import pretrain
+    from tests.corpus import write_corpus
+    from tests.test_pretrain_objectives import tiny
+
+    config = tiny("mlm", write_corpus(tmp_path / "corpus.txt", 300), steps=10)
+    pretrain(config, str(tmp_path / "mlm"))
+    c = translation_config()
+    c.init = str(tmp_path / "mlm")
+    sp = seq2seq_init.resolve(c)
+    assert sp.kind == "plm_jax" and sp.model_cfg.architecture == "encoder_decoder"
+    assert sp.tokenizer.vocab_size == 56 and sp.model_cfg.hidden_size == 32
+    _, _, mlm = seq2seq_init.starting_point.plm_jax_run_params(str(tmp_path / "mlm"), heads=("encoder",))
+    np.testing.assert_array_equal(sp.params["decoder"]["layer_1"]["attention"]["query"]["kernel"],
+                                  mlm["encoder"]["layer_1"]["attention"]["query"]["kernel"])
+    assert "cross_attention" not in sp.params["decoder"]["layer_0"]
+    assert jax.tree.leaves(sp.params["shared_embedding"])[0].shape == (56, 32)
+    gpt = tiny("causal_lm", str(tmp_path / "corpus.txt"), steps=4)
+    pretrain(gpt, str(tmp_path / "gpt"))
+    c.init = str(tmp_path / "gpt")
+    with pytest.raises(ValueError, match="causal-LM \\(decoder-only\\) run: it has no encoder"):
+        seq2seq_init.resolve(c)
