@@ -12,7 +12,7 @@ def metrics_table(by_split: Mapping[str, Mapping[str, float]]) -> str:
     """One row per split, one column per metric."""
     keys: list[str] = []
     for metrics in by_split.values():
-        keys += [k for k in metrics if k not in keys and k not in _SKIP]
+        keys += [k for k in metrics if k not in keys and k not in _SKIP and not k.startswith("_")]
     return table(["split", *keys], [[split, *(metrics.get(k) for k in keys)] for split, metrics in by_split.items()])
 
 
@@ -25,7 +25,9 @@ def results_table(results: Mapping[str, Any]) -> str:
         rows["test (best checkpoint)"] = results["test"]
     head = (f"fine-tuned from {results['starting_point']['source']} ({results['starting_point']['kind']}): "
             f"{results['steps']} steps on {results['train_examples']} examples, main metric {results['main_metric']}")
-    return head + ("\n" + metrics_table(rows) if rows else "")
+    signatures = (results.get("test") or best.get("metrics") or {}).get("_signatures")
+    tail = "".join(f"\nsacrebleu {name}: {sig}" for name, sig in (signatures or {}).items())
+    return head + ("\n" + metrics_table(rows) if rows else "") + tail
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
