@@ -105,3 +105,36 @@ def test_bench_measures_the_input_pipeline(tmp_path):
     config.bench.update(steps=1, measure_peak=False, peak_flops=1e11, pipeline=True, pipeline_batches=20)
     r = run_bench(config)
     assert r["pipeline_tokens_per_sec"] > 0 and r["pipeline_over_step"] > 0
+
+
+@pytest.mark.parametrize("arg", ["causal_lm", "mlm", "span_corruption"])
+def test_bible_pretraining_configs_agree_with_their_objective_and_document_their_command(arg):
+    import importlib.util
+
+    from plm_jax.models.config import TransformerConfig
+    from plm_jax.train.objectives import get_objective
+
+    spec = importlib.util.spec_from_file_location("bible", os.path.join(ROOT, "configs/pretrain/bible.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    assert config.objective == arg
+    get_objective(arg, TransformerConfig.from_config(config.model))
+    assert "python launch.py pretrain" in module.__doc__ and "Measured" in module.__doc__
+
+
+@pytest.mark.parametrize("arg", ["de", "fr"])
+def test_bible_translation_configs_validate(arg):
+    import importlib.util
+
+    from plm_jax.train.translate import validate
+
+    spec = importlib.util.spec_from_file_location("bible_mt", os.path.join(ROOT, "configs/translate/bible.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    validate(config)
+    assert config.task.target_lang == arg and config.model.architecture == "encoder_decoder"
+    assert "python launch.py finetune" in module.__doc__ and "Measured" in module.__doc__
+    with pytest.raises(ValueError, match=":de or :fr"):
+        module.get_config("es")

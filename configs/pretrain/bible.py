@@ -8,7 +8,12 @@ r"""Pretraining on the training books' verses (`launch.py bible` writes them), w
 `:causal_lm` reads the English verses only (data/bible_en_de/train.en.txt); `:mlm` and `:span_corruption` read
 both languages, so that a translation model can start from them (`launch.py finetune --init`). The shapes match
 configs/translate/bible.py, so the MLM encoder drops into the translation model.
-Expected: see the closing note of issue 4 (held-out loss and perplexity, samples).
+Measured 2026-11-29 on 2 shared CPU cores (7.6M-parameter models, seq 128, batch 32):
+  :causal_lm, --config.train.steps=400: 9.9 min at ~2,900 tokens/s; held-out perplexity 8103 -> 44.1, next-token
+    accuracy 0.30. `generate --temperature=0.8 --top_p=0.95` on "In the beginning" -> "of the LORD, and out of his
+    own sake, and the LORD." (KJV-flavoured, not yet coherent).
+  :mlm, --config.train.steps=600: 11.6 min at ~3,800 tokens/s; masked-token accuracy 0.000 -> 0.249, perplexity
+    8256 -> 118; as BERT2BERT init it lifts en->de dev BLEU after one epoch from 0.71 to 5.73.
 """
 
 import ml_collections

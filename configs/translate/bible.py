@@ -12,7 +12,13 @@ after each epoch; the best epoch by dev BLEU is kept and scored on the test book
 
 BERT2BERT instead of random weights: pretrain an MLM on the training verses of both languages with this
 vocabulary (configs/pretrain/bible.py:mlm), then add `--init runs/bible_mlm`.
-Expected: see the closing note of issue 4 for the figures measured on this machine (tokens/s, BLEU, chrF).
+Measured 2026-11-29 on 2 shared CPU cores, en->de, `--config.train.epochs=2` (7.6M parameters, ~2,600 source +
+target tokens/s when the machine is otherwise idle; one epoch ~13 min of training + ~4 min of dev beam search):
+  from scratch:      dev BLEU 0.71 / chrF 9.7 after epoch 1, 5.19 / 23.0 after epoch 2; test BLEU 6.45, chrF 24.8
+                     (54 min in all, with CI running beside it).
+  BERT2BERT (--init runs/bible_mlm, 600 MLM steps = 12 min): dev BLEU 5.73 / chrF 23.2 after epoch 1 alone.
+BLEU is sacrebleu `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0`. Two epochs is short: the output is
+fluent Elberfelder-style German that often misses the verse's content; more epochs raise it.
 """
 
 import ml_collections
