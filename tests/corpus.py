@@ -44,3 +44,20 @@ def write_sentiment_csv(path, n: int, rng: np.random.Generator) -> str:
             s = sentence(rng)
             w.writerow([s, sentiment_label(s)])
     return str(path)
+
+
+def word_corpus_setup(tmp, seq_len: int):
+    """(data config, 200-piece tokenizer) over 120 documents of random made-up words: the pipeline tests' data."""
+    import random
+
+    from plm_jax.data.sources import default_data_config
+    from plm_jax.data.tokenizer import train_tokenizer
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 7))) for _ in range(300)]
+    docs = [f"doc{i} " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for i in range(120)]
+    (tmp / "corpus.txt").write_text("\n".join(docs) + "\n")
+    cfg = default_data_config()
+    cfg.update(source="text", paths=(str(tmp / "corpus.txt"),), eval_every_nth=10, seq_len=seq_len,
+               shuffle_buffer=16)
+    return cfg, train_tokenizer(docs, 200, tmp / "tok.model")

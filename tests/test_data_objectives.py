@@ -1,7 +1,6 @@
 """Causal-LM and T5 span-corruption objectives: T5's lengths, exact noise counts, lossless corruption, pipelines."""
 
 import functools
-import random
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from plm_jax.data.span_corruption import (
     span_lengths,
     validate_span_config,
 )
-from plm_jax.data.tokenizer import train_tokenizer
+from tests.corpus import word_corpus_setup
 
 SEQ_LEN, BATCH, SENTINEL = 32, 4, 1000
 
@@ -257,16 +256,7 @@ N_BATCHES = 8
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("objectives")
-    rng = random.Random(0)
-    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 7))) for _ in range(300)]
-    docs = [f"doc{i} " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for i in range(120)]
-    (tmp / "corpus.txt").write_text("\n".join(docs) + "\n")
-    cfg = default_data_config()
-    cfg.update(source="text", paths=(str(tmp / "corpus.txt"),), eval_every_nth=10, seq_len=SEQ_LEN,
-               shuffle_buffer=16)
-    tokenizer = train_tokenizer(docs, 200, tmp / "tok.model")
-    return cfg, tokenizer
+    return word_corpus_setup(tmp_path_factory.mktemp("objectives"), SEQ_LEN)
 
 
 TRAIN_ARGS = dict(split="train", batch_size=BATCH, seed=1, repeat=True)

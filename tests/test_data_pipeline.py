@@ -1,31 +1,21 @@
 """The MLM pipeline end to end on a small local corpus: determinism, resume by skipping, hosts, splits."""
 
 import collections
-import random
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from plm_jax.data.pipeline import mlm_dataset, packed_rows
-from plm_jax.data.sources import default_data_config, iter_documents
-from plm_jax.data.tokenizer import train_tokenizer
+from plm_jax.data.sources import iter_documents
+from tests.corpus import word_corpus_setup
 
 SEQ_LEN, BATCH = 32, 4
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    rng = random.Random(0)
-    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 7))) for _ in range(300)]
-    docs = [f"doc{i} " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for i in range(120)]
-    (tmp / "corpus.txt").write_text("\n".join(docs) + "\n")
-    cfg = default_data_config()
-    cfg.update(source="text", paths=(str(tmp / "corpus.txt"),), eval_every_nth=10, seq_len=SEQ_LEN,
-               shuffle_buffer=16)
-    tokenizer = train_tokenizer(docs, 200, tmp / "tok.model")
-    return cfg, tokenizer
+    return word_corpus_setup(tmp_path_factory.mktemp("pipeline"), SEQ_LEN)
 
 
 def rows_of(ds: tf.data.Dataset, n_batches: int) -> dict[str, np.ndarray]:
