@@ -176,13 +176,14 @@ def run_workdir_command(command: str) -> None:
         print(f"written to {os.path.join(workdir, 'eval_results.json')}")
     elif command == "predict":
         output = _require(_OUTPUT.value, "output", command)
+        input_path = _require(_INPUT.value, "input", command)  # flags first, then the work directory
         if inference.run_kind(workdir) == "translation":
             from plm_jax.train.translate import predict_translations
 
-            n = predict_translations(workdir, _require(_INPUT.value, "input", command), output)
+            n = predict_translations(workdir, input_path, output)
             print(f"wrote {n} translations to {output}")
             return
-        n = inference.predict(workdir, _require(_INPUT.value, "input", command), output)
+        n = inference.predict(workdir, input_path, output)
         print(f"wrote {n} predictions to {output}")
     elif command == "export":
         output = _require(_OUTPUT.value, "output", command)
