@@ -123,3 +123,22 @@ def test_bad_arguments(setup):
     bad.mask_rate = 2.0
     with pytest.raises(ValueError, match="mask_rate"):
         train(bad, tok)
+
+
+def test_eval_mask_rate_sets_the_held_out_rate_only(setup):
+    """MosaicBERT's yardstick: a run trained at mask rate 0.40 is evaluated with 15% of its tokens selected."""
+    from plm_jax.train.pretrain import eval_data_config
+
+    cfg, tok = setup
+    cfg = cfg.copy_and_resolve_references()
+    cfg.mask_rate, cfg.eval_mask_rate = 0.40, 0.15
+    assert eval_data_config(cfg).mask_rate == 0.15 and cfg.mask_rate == 0.40
+
+    def selected_fraction(data_cfg) -> float:
+        rows = rows_of(mlm_dataset(data_cfg, tok, split="eval", batch_size=BATCH, seed=1, repeat=False), 3)
+        return float(rows["masked_weights"].sum() / (rows["segment_ids"] > 0).sum())
+
+    assert selected_fraction(eval_data_config(cfg)) == pytest.approx(0.15, abs=0.03)
+    assert selected_fraction(cfg) == pytest.approx(0.40, abs=0.04)
+    cfg.eval_mask_rate = 0.0  # off: the training rate
+    assert eval_data_config(cfg) is cfg

@@ -45,6 +45,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             "seq_len": 128,
             "shuffle_buffer": 10_000,  # documents
             "mask_rate": 0.15,
+            "eval_mask_rate": 0.0,  # held-out MLM accuracy at this rate (MosaicBERT: 0.15); 0 = mask_rate
             "mask_token_frac": 0.8,
             "random_token_frac": 0.1,
             "max_predictions": 0,  # 0 = ceil(mask_rate * seq_len)
