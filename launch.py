@@ -14,6 +14,8 @@
     python launch.py finetune  --config configs/translate/bible_en_de.py --workdir runs/en_de   # BLEU, beam search
     python launch.py predict   --workdir runs/en_de --input sentences.txt --output translations.txt
     python launch.py generate  --workdir runs/gpt --input prompts.txt --output samples.jsonl  # a causal-LM run
+    python launch.py sweep     configs/sweeps/mask_rate.py --workdir runs/mask_rate [--workers=2]  # ablations
+    python launch.py report    runs/mask_rate                          # report.md, results.csv, plots/
     python launch.py tpu run --name=my-v5e --zone=us-west4-a --type=v5litepod-16 [--dry_run] \
         -- pretrain --config configs/quickstart.py --workdir /mnt/bucket/run
 
@@ -69,6 +71,9 @@ _TPU_PROJECT = flags.DEFINE_string("project", None, "`tpu`: Google Cloud project
 _TPU_SPOT = flags.DEFINE_bool("spot", False, "`tpu`: create a Spot (preemptible) slice.")
 _TPU_RETRIES = flags.DEFINE_integer("retries", 3, "`tpu run`: recreate a preempted slice this many times.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "`tpu`: print the gcloud commands instead of running them.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "`sweep`: stages run side by side (one process each).")
+_WORKER_DEVICES = flags.DEFINE_string("worker_devices", "", "`sweep`: CUDA_VISIBLE_DEVICES per worker, "
+                                      "groups separated by ';' (e.g. '0,1;2,3' for --workers=2).")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices per process (testing).")
 
 
@@ -208,6 +213,24 @@ def _write_monolingual(folder: str) -> None:
         write_atomic(os.path.join(folder, f"train.{lang}.txt"), "".join(r[i] + "\n" for r in rows))
 
 
+def run_sweep_command(command: str, target: str) -> None:
+    """`sweep <sweep config> --workdir DIR` and `report DIR`: they take a positional argument."""
+    if command == "sweep":
+        from plm_jax.sweep.runner import run_sweep
+
+        result = run_sweep(target, _require(_WORKDIR.value, "workdir", command), _WORKERS.value,
+                           _WORKER_DEVICES.value)
+        if result["interrupted"]:
+            sys.exit(1)
+        return
+    from plm_jax.sweep.report import write_report
+
+    if not os.path.isfile(os.path.join(target, "sweep.json")):
+        raise UserError(f"{target} is not a sweep directory (no sweep.json); run `launch.py sweep` first")
+    out = write_report(target)
+    print(f"wrote {out['report']}" + (f" and {out['csv']}" if out.get("csv") else ""))
+
+
 def run_tpu(verb: str, launch_args: list[str]) -> int:
     from plm_jax.cloud import tpu_vm
 
@@ -225,8 +248,18 @@ def main(argv: list[str]) -> None:
         except (UserError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    if len(args) != 1 or args[0] not in COMMANDS:
+    if args[:1] in (["sweep"], ["report"]):
+        if len(args) != 2:
+            print(f"usage: python launch.py {args[0]} {'<sweep config .py>' if args[0] == 'sweep' else '<sweep dir>'}"
+                  f"{' --workdir=DIR' if args[0] == 'sweep' else ''}   (got {args})", file=sys.stderr)
+            sys.exit(2)
+        if _CONFIG.value is not None:
+            print(f"error: `{args[0]}` takes the sweep {'config' if args[0] == 'sweep' else 'directory'} as a "
+                  "positional argument, not --config", file=sys.stderr)
+            sys.exit(2)
+    elif len(args) != 1 or args[0] not in COMMANDS:
         print(f"usage: python launch.py {{{'|'.join(COMMANDS)}}} --config=… [flags]\n"
+              f"       python launch.py sweep <sweep config .py> --workdir=DIR  |  report <sweep dir>\n"
               f"       python launch.py tpu {{create|run|delete|ssh}} --name=… --zone=… [-- launch.py args]"
               f"   (got {args})", file=sys.stderr)
         sys.exit(2)
@@ -241,7 +274,10 @@ def main(argv: list[str]) -> None:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value,
                                timeout_s=_DIST_TIMEOUT.value)
-        run(args[0])
+        if args[0] in ("sweep", "report"):
+            run_sweep_command(args[0], args[1])
+        else:
+            run(args[0])
     except (UserError, *USER_ERRORS) as e:
         if os.environ.get("PLM_DEBUG"):
             raise
