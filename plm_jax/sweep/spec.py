@@ -121,7 +121,7 @@ class Point:
 class Plan:
     sweep: Sweep
     points: list[Point]
-    stages: dict[str, StagePlan]  # directory -> stage, in run order (pretraining before its fine-tunes)
+    stages: dict[str, StagePlan]  # directory -> stage, in run order: point by point, pretraining first
 
 
 def load_sweep(spec: str) -> Sweep:
@@ -291,8 +291,7 @@ def expand(sweep: Sweep) -> Plan:
                                  "an axis value changes nothing")
             identity[whole] = f"{label},seed={seed}"
             points.append(point)
-    order = sorted(stages.values(), key=lambda s: s.kind != "pretrain")
-    return Plan(sweep, points, {s.directory: s for s in order})
+    return Plan(sweep, points, stages)  # point by point, each pretraining before the fine-tunes that use it
 
 
 def _stage_values(assigned: Mapping[str, Any], prefixes: Sequence[str]) -> tuple[str | None, dict[str, Any]]:
