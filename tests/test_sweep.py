@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from plm_jax.sweep.spec import Axis, Budget, Stage, Sweep, SweepError, axis, expand
+from plm_jax.sweep.spec import Axis, Budget, Stage, Sweep, SweepError, axis, expand, load_sweep
 from tests import corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,3 +202,13 @@ def test_cli_errors_are_one_line(files, tmp_path):
     assert "did you mean data.mask_rate?" in out.stderr and not (tmp_path / "x").exists()
     out = _launch("report", str(tmp_path))
     assert out.returncode == 2 and "not a sweep directory" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["mask_rate", "model_shape", "objective", "pretraining"])
+def test_shipped_sweeps_expand_and_document_their_command(name, monkeypatch):
+    monkeypatch.chdir(REPO)  # their base configs are named relative to the repository, as in the README
+    path = f"configs/sweeps/{name}.py"
+    plan = expand(load_sweep(path))
+    assert len({p.label for p in plan.points}) >= 2 and plan.sweep.seeds == 3
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        assert f"python launch.py sweep {path} --workdir runs/{name}" in f.read()
