@@ -165,7 +165,7 @@ def test_a_sweep_runs_resumes_reruns_changes_and_survives_a_crash(files, tmp_pat
     body = ('axes=[axis("sentiment.task.max_train_examples", [0, 8], name="examples")], seeds=1, '
             'budget=Budget(steps=8), metrics=["pretrain/accuracy", "sentiment/eval/accuracy"]')
     config, workdir = _sweep_file(files, "crash", body), str(tmp_path / "sweep")
-    first = _launch("sweep", config, f"--workdir={workdir}")
+    first = _launch("sweep", config, f"--workdir={workdir}", "--workers=2")  # the fine-tunes wait for pretraining
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert [p["label"] for p in summary["points"]] == ["examples=0", "examples=8"]
@@ -212,3 +212,28 @@ def test_shipped_sweeps_expand_and_document_their_command(name, monkeypatch):
     assert len({p.label for p in plan.points}) >= 2 and plan.sweep.seeds == 3
     with open(os.path.join(REPO, path), encoding="utf-8") as f:
         assert f"python launch.py sweep {path} --workdir runs/{name}" in f.read()
+
+
+@pytest.mark.slow
+def test_a_minutes_budget_times_the_config_once_and_records_its_steps(files, tmp_path):
+    """A pretraining-only sweep with a wall-clock budget: a short timing run fixes train.steps, which a rerun
+    keeps (the budget is reproducible once measured)."""
+    path = files / "minutes.py"
+    path.write_text(textwrap.dedent(f"""
+        from plm_jax.sweep.spec import Budget, Stage, Sweep
+
+        def get_config():
+            return Sweep(name="minutes", finetune={{}}, pretrain=Stage({str(files / 'pretrain.py')!r}), seeds=1,
+                         budget=Budget(minutes=0.1))
+        """))
+    workdir = tmp_path / "sweep"
+    out = _launch("sweep", str(path), f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((workdir / "pretrain/seed=0/sweep_stage.json").read_text())
+    assert record["status"] == "done" and record["calibrated_steps"] >= 1 and record["calibration_s"] > 0
+    assert record["overrides"]["train.steps"] == record["calibrated_steps"]
+    results = json.loads((workdir / "pretrain/seed=0/results.json").read_text())
+    assert results["steps"] == record["calibrated_steps"]
+    assert (workdir / "pretrain/seed=0/calibration/metrics.jsonl").exists()
+    again = _launch("sweep", str(path), f"--workdir={workdir}")
+    assert "1 already done" in again.stdout and "timing" not in again.stderr
