@@ -237,3 +237,42 @@ def test_a_minutes_budget_times_the_config_once_and_records_its_steps(files, tmp
     assert (workdir / "pretrain/seed=0/calibration/metrics.jsonl").exists()
     again = _launch("sweep", str(path), f"--workdir={workdir}")
     assert "1 already done" in again.stdout and "timing" not in again.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_interrupts_the_sweep_and_a_rerun_resumes_the_stage(files, tmp_path):
+    """The sweep passes SIGTERM on to its running stage, which checkpoints; the same command resumes it."""
+    import signal
+    import time
+
+    path = files / "long.py"
+    path.write_text(textwrap.dedent(f"""
+        from plm_jax.sweep.spec import Budget, Stage, Sweep
+
+        def get_config():
+            return Sweep(name="long", finetune={{}}, seeds=1, budget=Budget(steps=400),
+                         pretrain=Stage({str(files / 'pretrain.py')!r}, {{"train.checkpoint_every": 400,
+                                                                          "train.eval_every": 400}}))
+        """))
+    workdir = tmp_path / "sweep"
+    stage = workdir / "pretrain" / "seed=0"
+    driver = subprocess.Popen([sys.executable, os.path.join(REPO, "launch.py"), "sweep", str(path),
+                               f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        rows = (stage / "metrics.jsonl").read_text().splitlines() if (stage / "metrics.jsonl").exists() else []
+        if any('"train"' in r for r in rows):
+            break
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 1, err[-3000:]
+    assert "interrupted: run the same command to resume" in out
+    record = json.loads((stage / "sweep_stage.json").read_text())
+    assert record["status"] == "interrupted"
+    again = _launch("sweep", str(path), f"--workdir={workdir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in (stage / "log.txt").read_text()
+    assert json.loads((stage / "results.json").read_text())["steps"] == 400
+    assert json.loads((stage / "sweep_stage.json").read_text())["status"] == "done"

@@ -68,8 +68,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def read_record(directory: str) -> dict[str, Any]:
-    path = os.path.join(directory, RECORD)
+def read_record(directory: str, name: str = RECORD) -> dict[str, Any]:
+    path = os.path.join(directory, name)
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
@@ -219,10 +219,12 @@ class SweepRunner:
         fields: dict[str, Any] = dict(ended=time.strftime("%Y-%m-%dT%H:%M:%S"), returncode=code)
         record = read_record(self.path(stage))
         fields["duration_s"] = duration + float(record.get("previous_duration_s", 0.0))
-        if code == 0:
+        # a run stopped by a signal saves a checkpoint and exits 0; its results.json says where it stopped
+        stopped_early = code == 0 and "interrupted_at" in read_record(self.path(stage), "results.json")
+        if code == 0 and not stopped_early:
             status, fields["error"] = "done", None
             self.durations.setdefault(stage.kind, []).append(duration)
-        elif code in (-signal.SIGTERM, -signal.SIGINT) or self._stopping:
+        elif stopped_early or code in (-signal.SIGTERM, -signal.SIGINT) or self._stopping:
             status = "interrupted"
             fields["previous_duration_s"] = fields["duration_s"]
         else:
