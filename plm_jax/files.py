@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 
 def write_atomic(path: str, data: bytes | str) -> None:
@@ -20,3 +23,19 @@ def write_atomic(path: str, data: bytes | str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def json_objects(lines: Iterable[str], where_of: Callable[[int], str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The JSON objects of a JSONL text, blank lines skipped, each with `where_of(line number)`; a malformed line
+    or one that is not an object is a one-line error that names it."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = where_of(number)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: malformed JSON ({e.msg}): {line[:80]!r}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield where, record

@@ -11,7 +11,6 @@ import codecs
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from plm_jax.files import json_objects
 from plm_jax.tasks.text_tokenizer import TextTokenizer
 
 KINDS = ("classification", "regression", "qa")
@@ -145,16 +145,7 @@ def _read_delimited(path: str, text: str, delimiter: str, task_cfg, split: str) 
 
 
 def _read_jsonl(path: str, text: str, task_cfg, split: str) -> Iterator[_Row]:
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: malformed JSON ({e.msg}): {line[:80]!r}") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for where, record in json_objects(text.split("\n"), lambda number: f"{path} line {number}"):
         has_label = task_cfg.label in record
         for column in _columns(task_cfg, need_label=split != "test"):
             if column not in record:

@@ -14,7 +14,6 @@ off from there on. TFDS corpora (WMT) cannot be fixed by the user, so there empt
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
+from plm_jax.files import json_objects
 from plm_jax.tasks.classification import SOURCES, SPLITS, _decode
 from plm_jax.tasks.text_tokenizer import TextTokenizer
 
@@ -123,16 +123,7 @@ def _json_fields(cfg: ml_collections.ConfigDict) -> tuple[str, str]:
 def _read_jsonl(path: str, cfg: ml_collections.ConfigDict) -> Iterator[TranslationPair]:
     source_field, target_field = _json_fields(cfg)
     nested_ok = not cfg.source_field and not cfg.target_field  # {"translation": {lang: text}} keyed by language
-    for number, line in enumerate(_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: malformed JSON ({e.msg}): {line[:80]!r}") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for where, record in json_objects(_lines(path), lambda number: f"{path}:{number}"):
         if nested_ok and source_field not in record and isinstance(record.get("translation"), dict):
             record = record["translation"]
         texts = []
