@@ -19,9 +19,9 @@ import numpy as np
 
 from plm_jax.models.config import TransformerConfig
 
-_HF_TO_OUR_ACT = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+HF_TO_OUR_ACT = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                   "gelu_fast": "gelu_tanh", "relu": "relu"}
-_OUR_TO_HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+OUR_TO_HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _HEAD_KEYS = {"classifier": "classifier.weight", "qa_outputs": "qa_outputs.weight",
               "mlm_head": "cls.predictions.bias"}  # in the order that picks `architectures`
 _ARCHITECTURES = {"classifier": "BertForSequenceClassification", "qa_outputs": "BertForQuestionAnswering",
@@ -29,12 +29,12 @@ _ARCHITECTURES = {"classifier": "BertForSequenceClassification", "qa_outputs": "
 _IGNORED_PREFIXES = ("cls.seq_relationship.",)  # the NSP head: no counterpart here
 
 
-def _where(source: str) -> str:
+def source_where(source: str) -> str:
     return f"{source}: " if source else ""
 
 
 @dataclasses.dataclass(frozen=True)
-class _Entry:
+class Entry:
     """One array: its HF name and shape, our path and shape; `transposed` for Linear weights ((out, in) in HF)."""
 
     hf_key: str
@@ -53,54 +53,54 @@ class _Entry:
 
 
 def _linear(hf: str, path: tuple[str, ...], d_in: int, d_out: int, our_kernel: tuple[int, ...] | None = None,
-            our_bias: tuple[int, ...] | None = None) -> list[_Entry]:
-    return [_Entry(f"{hf}.weight", (*path, "kernel"), (d_out, d_in), our_kernel or (d_in, d_out), transposed=True),
-            _Entry(f"{hf}.bias", (*path, "bias"), (d_out,), our_bias or (d_out,))]
+            our_bias: tuple[int, ...] | None = None) -> list[Entry]:
+    return [Entry(f"{hf}.weight", (*path, "kernel"), (d_out, d_in), our_kernel or (d_in, d_out), transposed=True),
+            Entry(f"{hf}.bias", (*path, "bias"), (d_out,), our_bias or (d_out,))]
 
 
-def _norm(hf: str, path: tuple[str, ...], d: int) -> list[_Entry]:
-    return [_Entry(f"{hf}.weight", (*path, "scale"), (d,), (d,)), _Entry(f"{hf}.bias", (*path, "bias"), (d,), (d,))]
+def norm_entries(hf: str, path: tuple[str, ...], d: int) -> list[Entry]:
+    return [Entry(f"{hf}.weight", (*path, "scale"), (d,), (d,)), Entry(f"{hf}.bias", (*path, "bias"), (d,), (d,))]
 
 
-def _groups(cfg: TransformerConfig, num_labels: int = 0) -> dict[str, list[_Entry]]:
+def _groups(cfg: TransformerConfig, num_labels: int = 0) -> dict[str, list[Entry]]:
     """The arrays by top-level subtree, HF names without the `bert.` prefix; `num_labels` sizes the classifier."""
     d, h, k, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
-    enc = [_Entry("embeddings.word_embeddings.weight", ("encoder", "embeddings", "word_embeddings", "embedding"),
+    enc = [Entry("embeddings.word_embeddings.weight", ("encoder", "embeddings", "word_embeddings", "embedding"),
                   (v, d), (v, d)),
-           _Entry("embeddings.position_embeddings.weight", ("encoder", "embeddings", "position_embeddings"),
+           Entry("embeddings.position_embeddings.weight", ("encoder", "embeddings", "position_embeddings"),
                   (cfg.max_len, d), (cfg.max_len, d)),
-           _Entry("embeddings.token_type_embeddings.weight", ("encoder", "embeddings", "token_type_embeddings"),
+           Entry("embeddings.token_type_embeddings.weight", ("encoder", "embeddings", "token_type_embeddings"),
                   (cfg.type_vocab_size, d), (cfg.type_vocab_size, d)),
-           *_norm("embeddings.LayerNorm", ("encoder", "embeddings", "layer_norm"), d)]
+           *norm_entries("embeddings.LayerNorm", ("encoder", "embeddings", "layer_norm"), d)]
     for i in range(cfg.num_layers):
         hf, ours = f"encoder.layer.{i}", ("encoder", f"layer_{i}")
         for name in ("query", "key", "value"):
             enc += _linear(f"{hf}.attention.self.{name}", (*ours, "attention", name), d, h * k, (d, h, k), (h, k))
         enc += _linear(f"{hf}.attention.output.dense", (*ours, "attention", "out"), h * k, d, (h, k, d))
-        enc += _norm(f"{hf}.attention.output.LayerNorm", (*ours, "attention_layer_norm"), d)
+        enc += norm_entries(f"{hf}.attention.output.LayerNorm", (*ours, "attention_layer_norm"), d)
         enc += _linear(f"{hf}.intermediate.dense", (*ours, "mlp", "wi"), d, f)
         enc += _linear(f"{hf}.output.dense", (*ours, "mlp", "wo"), f, d)
-        enc += _norm(f"{hf}.output.LayerNorm", (*ours, "mlp_layer_norm"), d)
+        enc += norm_entries(f"{hf}.output.LayerNorm", (*ours, "mlp_layer_norm"), d)
     return {
         "encoder": enc,
         "pooler": _linear("pooler.dense", ("pooler",), d, d),
         "mlm_head": [*_linear("cls.predictions.transform.dense", ("mlm_head", "transform"), d, d),
-                     *_norm("cls.predictions.transform.LayerNorm", ("mlm_head", "transform_layer_norm"), d),
-                     _Entry("cls.predictions.bias", ("mlm_head", "bias"), (v,), (v,))],
+                     *norm_entries("cls.predictions.transform.LayerNorm", ("mlm_head", "transform_layer_norm"), d),
+                     Entry("cls.predictions.bias", ("mlm_head", "bias"), (v,), (v,))],
         "classifier": _linear("classifier", ("classifier",), d, num_labels),
         "qa_outputs": _linear("qa_outputs", ("qa_outputs",), d, 2),
     }
 
 
 def _check_bert_layout(cfg: TransformerConfig) -> None:
-    if cfg.pre_layer_norm or cfg.mlp_activation not in _OUR_TO_HF_ACT:
+    if cfg.pre_layer_norm or cfg.mlp_activation not in OUR_TO_HF_ACT:
         raise ValueError(f"pre_layer_norm={cfg.pre_layer_norm}, mlp_activation={cfg.mlp_activation!r} has no "
                          "Hugging Face BERT counterpart (needs post-LN and gelu/gelu_tanh/relu)")
 
 
 def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> TransformerConfig:
     """Our config for a HF BertConfig dict; anything BERT-shaped but not reproducible here is an error."""
-    where, model_type = _where(source), hf_config.get("model_type")
+    where, model_type = source_where(source), hf_config.get("model_type")
     archs = list(hf_config.get("architectures") or [])
     if model_type != "bert" and not (model_type is None and archs and all(a.startswith("Bert") for a in archs)):
         raise ValueError(f"{where}model_type={model_type!r} (architectures={archs}) is not supported; "
@@ -116,8 +116,8 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> Transfo
     if missing := [k for k in required if k not in hf_config]:
         raise ValueError(f"{where}the config lacks {missing}")
     act = hf_config.get("hidden_act", "gelu")
-    if not isinstance(act, str) or act not in _HF_TO_OUR_ACT:
-        raise ValueError(f"{where}hidden_act={act!r} is not supported; expected one of {sorted(_HF_TO_OUR_ACT)}")
+    if not isinstance(act, str) or act not in HF_TO_OUR_ACT:
+        raise ValueError(f"{where}hidden_act={act!r} is not supported; expected one of {sorted(HF_TO_OUR_ACT)}")
     return TransformerConfig(
         vocab_size=hf_config["vocab_size"], hidden_size=hf_config["hidden_size"],
         num_layers=hf_config["num_hidden_layers"], num_heads=hf_config["num_attention_heads"],
@@ -125,7 +125,7 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> Transfo
         type_vocab_size=hf_config.get("type_vocab_size", 2),
         dropout_rate=hf_config.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=hf_config.get("attention_probs_dropout_prob", 0.1),
-        mlp_activation=_HF_TO_OUR_ACT[act], layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
+        mlp_activation=HF_TO_OUR_ACT[act], layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
         init_std=hf_config.get("initializer_range", 0.02), use_pooler=True, tie_embeddings=True)
 
 
@@ -142,7 +142,7 @@ def _normalize_keys(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+def set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
     for name in path[:-1]:
         tree = tree.setdefault(name, {})
     tree[path[-1]] = value
@@ -151,7 +151,7 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
 def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *, source: str = "") -> dict:
     """Our parameter tree (plain dicts of float32 numpy) from a HF BERT state dict, heads included when present."""
     _check_bert_layout(cfg)
-    where, sd = _where(source), _normalize_keys(state_dict)
+    where, sd = source_where(source), _normalize_keys(state_dict)
     num_labels = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 0
     params: dict = {}
     used: set[str] = set()
@@ -164,7 +164,7 @@ def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *
                 raise ValueError(f"{where}missing weight {e.hf_key!r} (shape {e.hf_shape}) for the {group}")
             if tuple(sd[e.hf_key].shape) != e.hf_shape:
                 raise ValueError(f"{where}{e.hf_key!r} has shape {tuple(sd[e.hf_key].shape)}, expected {e.hf_shape}")
-            _set(params, e.path, e.to_ours(sd[e.hf_key].astype(np.float32)))
+            set_path(params, e.path, e.to_ours(sd[e.hf_key].astype(np.float32)))
             used.add(e.hf_key)
     if "mlm_head" in params:
         if not cfg.tie_embeddings:
@@ -184,16 +184,16 @@ def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *
     if cfg.scan_layers:
         from plm_jax.models.layout import to_scanned
 
-        params = _to_numpy(to_scanned(params))
+        params = to_numpy(to_scanned(params))
     return params
 
 
-def _to_numpy(tree: Any) -> Any:
+def to_numpy(tree: Any) -> Any:
     """Plain nested dicts of float32 numpy arrays: unboxes flax metadata, unfreezes, pulls from devices."""
     if isinstance(tree, Mapping):
-        return {k: _to_numpy(v) for k, v in tree.items()}
+        return {k: to_numpy(v) for k, v in tree.items()}
     if hasattr(tree, "unbox"):
-        return _to_numpy(tree.unbox())
+        return to_numpy(tree.unbox())
     return np.asarray(tree, dtype=np.float32)
 
 
@@ -202,11 +202,11 @@ def params_to_hf(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarra
     from plm_jax.models.layout import to_unscanned
 
     _check_bert_layout(cfg)
-    tree = _to_numpy(params)
+    tree = to_numpy(params)
     if "params" in tree and "encoder" not in tree:
         tree = tree["params"]
     if "layers" in tree.get("encoder", {}):
-        tree = _to_numpy(to_unscanned(tree))
+        tree = to_numpy(to_unscanned(tree))
     num_labels = tree["classifier"]["kernel"].shape[-1] if "classifier" in tree else 0
     prefix = "bert." if any(h in tree for h in _HEAD_KEYS) else ""
     out: dict[str, np.ndarray] = {}
@@ -237,7 +237,7 @@ def hf_config_dict(cfg: TransformerConfig, *, architecture: str = "BertModel", n
         "architectures": [architecture], "model_type": "bert", "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.mlp_dim,
-        "hidden_act": _OUR_TO_HF_ACT[cfg.mlp_activation], "hidden_dropout_prob": cfg.dropout_rate,
+        "hidden_act": OUR_TO_HF_ACT[cfg.mlp_activation], "hidden_dropout_prob": cfg.dropout_rate,
         "attention_probs_dropout_prob": cfg.attention_dropout_rate, "max_position_embeddings": cfg.max_len,
         "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.init_std,
         "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": 0, "position_embedding_type": "absolute",
@@ -255,7 +255,7 @@ def hf_config_dict(cfg: TransformerConfig, *, architecture: str = "BertModel", n
     return out
 
 
-def _weight_files(directory: str) -> list[str]:
+def weight_files(directory: str) -> list[str]:
     """model.safetensors, a sharded safetensors index, or pytorch_model.bin, in that order of preference."""
     for name in ("model.safetensors", "pytorch_model.bin"):
         if os.path.isfile(os.path.join(directory, name)):
@@ -269,7 +269,7 @@ def _weight_files(directory: str) -> list[str]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
 
 
-def _load_weights(path: str) -> dict[str, np.ndarray]:
+def load_weights(path: str) -> dict[str, np.ndarray]:
     if path.endswith(".safetensors"):
         try:
             from safetensors.numpy import load_file
@@ -301,12 +301,12 @@ def load_hf_checkpoint(directory: str) -> tuple[TransformerConfig, dict, dict]:
     with open(config_path) as f:
         hf_config = json.load(f)
     cfg = config_from_hf(hf_config, source=config_path)
-    files = _weight_files(directory)
+    files = weight_files(directory)
     state: dict[str, np.ndarray] = {}
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint shard not found: {path}")
-        state.update(_load_weights(path))
+        state.update(load_weights(path))
     return cfg, hf_to_params(state, cfg, source=files[0] if len(files) == 1 else directory), hf_config
 
 

@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 
 from plm_jax.interop.hf_bert import (
-    _HF_TO_OUR_ACT,
-    _OUR_TO_HF_ACT,
-    _Entry,
-    _load_weights,
-    _norm,
-    _set,
-    _to_numpy,
-    _weight_files,
-    _where,
+    HF_TO_OUR_ACT,
+    OUR_TO_HF_ACT,
+    Entry,
+    load_weights,
+    norm_entries,
+    set_path,
+    source_where,
+    to_numpy,
+    weight_files,
 )
 from plm_jax.models.config import TransformerConfig
 
@@ -66,31 +66,31 @@ class _Fused:
 
 
 def _conv1d(hf: str, path: tuple[str, ...], d_in: int, d_out: int,
-            our_kernel: tuple[int, ...] | None = None) -> list[_Entry]:
-    return [_Entry(f"{hf}.weight", (*path, "kernel"), (d_in, d_out), our_kernel or (d_in, d_out)),
-            _Entry(f"{hf}.bias", (*path, "bias"), (d_out,), (d_out,))]
+            our_kernel: tuple[int, ...] | None = None) -> list[Entry]:
+    return [Entry(f"{hf}.weight", (*path, "kernel"), (d_in, d_out), our_kernel or (d_in, d_out)),
+            Entry(f"{hf}.bias", (*path, "bias"), (d_out,), (d_out,))]
 
 
-def _entries(cfg: TransformerConfig) -> list[_Entry | _Fused]:
+def _entries(cfg: TransformerConfig) -> list[Entry | _Fused]:
     """Every array, HF names without the `transformer.` prefix (`lm_head.weight` sits outside it)."""
     d, h, k, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
-    out: list[_Entry | _Fused] = [
-        _Entry("wte.weight", ("embeddings", "word_embeddings", "embedding"), (v, d), (v, d)),
-        _Entry("wpe.weight", ("embeddings", "position_embeddings"), (cfg.max_len, d), (cfg.max_len, d))]
+    out: list[Entry | _Fused] = [
+        Entry("wte.weight", ("embeddings", "word_embeddings", "embedding"), (v, d), (v, d)),
+        Entry("wpe.weight", ("embeddings", "position_embeddings"), (cfg.max_len, d), (cfg.max_len, d))]
     for i in range(cfg.decoder_layers):
         hf, ours = f"h.{i}", ("decoder", f"layer_{i}")
         attn = (*ours, "attention")
-        out += _norm(f"{hf}.ln_1", (*ours, "attention_layer_norm"), d)
+        out += norm_entries(f"{hf}.ln_1", (*ours, "attention_layer_norm"), d)
         out += [_Fused(f"{hf}.attn.c_attn.weight", tuple((*attn, n, "kernel") for n in _QKV), (d, 3 * h * k),
                        (d, h, k)),
                 _Fused(f"{hf}.attn.c_attn.bias", tuple((*attn, n, "bias") for n in _QKV), (3 * h * k,), (h, k))]
         out += _conv1d(f"{hf}.attn.c_proj", (*attn, "out"), h * k, d, (h, k, d))
-        out += _norm(f"{hf}.ln_2", (*ours, "mlp_layer_norm"), d)
+        out += norm_entries(f"{hf}.ln_2", (*ours, "mlp_layer_norm"), d)
         out += _conv1d(f"{hf}.mlp.c_fc", (*ours, "mlp", "wi"), d, f)
         out += _conv1d(f"{hf}.mlp.c_proj", (*ours, "mlp", "wo"), f, d)
-    out += _norm("ln_f", ("decoder", "final_layer_norm"), d)
+    out += norm_entries("ln_f", ("decoder", "final_layer_norm"), d)
     if not cfg.tie_embeddings:
-        out.append(_Entry("lm_head.weight", ("lm_head", "kernel"), (v, d), (d, v), transposed=True))
+        out.append(Entry("lm_head.weight", ("lm_head", "kernel"), (v, d), (d, v), transposed=True))
     return out
 
 
@@ -99,15 +99,15 @@ def _check_gpt2_layout(cfg: TransformerConfig) -> None:
     problems = [f"{name}={getattr(cfg, name)!r} (needs {want!r})" for name, want in (
         ("architecture", "decoder"), ("pre_layer_norm", True), ("type_vocab_size", 0),
         ("embedding_layer_norm", False)) if getattr(cfg, name) != want]
-    if cfg.mlp_activation not in _OUR_TO_HF_ACT:
-        problems.append(f"mlp_activation={cfg.mlp_activation!r} (needs one of {sorted(_OUR_TO_HF_ACT)})")
+    if cfg.mlp_activation not in OUR_TO_HF_ACT:
+        problems.append(f"mlp_activation={cfg.mlp_activation!r} (needs one of {sorted(OUR_TO_HF_ACT)})")
     if problems:
         raise ValueError(f"{', '.join(problems)}: no Hugging Face GPT-2 counterpart")
 
 
 def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> TransformerConfig:
     """Our config for a HF GPT2Config dict; anything GPT-2-shaped but not reproducible here is an error."""
-    where, model_type = _where(source), hf_config.get("model_type")
+    where, model_type = source_where(source), hf_config.get("model_type")
     archs = list(hf_config.get("architectures") or [])
     if model_type == "bert" or (model_type is None and archs and all(a.startswith("Bert") for a in archs)):
         raise ValueError(f"{where}this is a BERT checkpoint (model_type={model_type!r}, architectures={archs}), "
@@ -124,9 +124,9 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> Transfo
     if hf_config["n_embd"] % hf_config["n_head"]:
         raise ValueError(f"{where}n_embd={hf_config['n_embd']} is not divisible by n_head={hf_config['n_head']}")
     act = hf_config.get("activation_function", "gelu_new")
-    if not isinstance(act, str) or act not in _HF_TO_OUR_ACT:
+    if not isinstance(act, str) or act not in HF_TO_OUR_ACT:
         raise ValueError(f"{where}activation_function={act!r} is not supported; "
-                         f"expected one of {sorted(_HF_TO_OUR_ACT)}")
+                         f"expected one of {sorted(HF_TO_OUR_ACT)}")
     return TransformerConfig(
         architecture="decoder", vocab_size=hf_config["vocab_size"], hidden_size=hf_config["n_embd"],
         num_layers=hf_config["n_layer"], num_heads=hf_config["n_head"],
@@ -134,7 +134,7 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> Transfo
         type_vocab_size=0, embedding_layer_norm=False, pre_layer_norm=True, use_pooler=False,
         # embd_pdrop has no separate knob here: the embedding dropout uses dropout_rate (resid_pdrop)
         dropout_rate=float(hf_config.get("resid_pdrop", 0.1)),
-        attention_dropout_rate=float(hf_config.get("attn_pdrop", 0.1)), mlp_activation=_HF_TO_OUR_ACT[act],
+        attention_dropout_rate=float(hf_config.get("attn_pdrop", 0.1)), mlp_activation=HF_TO_OUR_ACT[act],
         layer_norm_eps=float(hf_config.get("layer_norm_epsilon", 1e-5)),
         init_std=float(hf_config.get("initializer_range", 0.02)),
         tie_embeddings=bool(hf_config.get("tie_word_embeddings", True)))
@@ -152,7 +152,7 @@ def hf_config_dict(cfg: TransformerConfig, *, bos_token_id: int | None = None,
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
         "n_positions": cfg.max_len, "n_embd": cfg.hidden_size, "n_layer": cfg.decoder_layers,
         "n_head": cfg.num_heads, "n_inner": cfg.mlp_dim,
-        "activation_function": _OUR_TO_HF_ACT[cfg.mlp_activation], "resid_pdrop": cfg.dropout_rate,
+        "activation_function": OUR_TO_HF_ACT[cfg.mlp_activation], "resid_pdrop": cfg.dropout_rate,
         "embd_pdrop": cfg.dropout_rate, "attn_pdrop": cfg.attention_dropout_rate,
         "layer_norm_epsilon": cfg.layer_norm_eps, "initializer_range": cfg.init_std, "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False, "add_cross_attention": False,
@@ -179,7 +179,7 @@ def _normalize_keys(state_dict: Mapping[str, Any], where: str) -> tuple[dict[str
 def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *, source: str = "") -> dict:
     """Our CausalLM parameter tree (plain dicts of float32 numpy) from a GPT2Model/GPT2LMHeadModel state dict."""
     _check_gpt2_layout(cfg)
-    where = _where(source)
+    where = source_where(source)
     sd, prefix = _normalize_keys(state_dict, where)
     name = lambda key: key if key == "lm_head.weight" else prefix + key  # as the file spells it
     params: dict = {}
@@ -192,7 +192,7 @@ def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *
             raise ValueError(f"{where}{name(e.hf_key)!r} has shape {tuple(a.shape)}, expected {e.hf_shape}")
         a = a.astype(np.float32)
         for path, value in e.to_ours(a) if isinstance(e, _Fused) else [(e.path, e.to_ours(a))]:
-            _set(params, path, value)
+            set_path(params, path, value)
         used.add(e.hf_key)
     if cfg.tie_embeddings and "lm_head.weight" in sd:
         if not np.array_equal(sd["lm_head.weight"], sd["wte.weight"]):
@@ -206,7 +206,7 @@ def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *
     if cfg.scan_layers:
         from plm_jax.models.layout import to_scanned
 
-        params = _to_numpy(to_scanned(params))
+        params = to_numpy(to_scanned(params))
     return params
 
 
@@ -222,11 +222,11 @@ def params_to_hf(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarra
     from plm_jax.models.layout import to_unscanned
 
     _check_gpt2_layout(cfg)
-    tree = _to_numpy(params)
+    tree = to_numpy(params)
     if "params" in tree and "decoder" not in tree:
         tree = tree["params"]
     if "layers" in tree.get("decoder", {}):
-        tree = _to_numpy(to_unscanned(tree))
+        tree = to_numpy(to_unscanned(tree))
 
     def get(path: tuple[str, ...], shape: tuple[int, ...]) -> np.ndarray:
         node: Any = tree
@@ -319,12 +319,12 @@ def load_hf_gpt2(directory: str) -> tuple[TransformerConfig, dict]:
         raise FileNotFoundError(f"no config.json in {directory}")
     with open(config_path) as f:
         cfg = config_from_hf(json.load(f), source=config_path)
-    files = _weight_files(directory)
+    files = weight_files(directory)
     state: dict[str, np.ndarray] = {}
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint shard not found: {path}")
-        state.update(_load_weights(path))
+        state.update(load_weights(path))
     params = hf_to_params(state, cfg, source=files[0] if len(files) == 1 else directory)
     _check_tokenizer(directory, cfg)
     return cfg, params
