@@ -209,7 +209,7 @@ def test_shipped_sweeps_expand_and_document_their_command(name, monkeypatch):
     monkeypatch.chdir(REPO)  # their base configs are named relative to the repository, as in the README
     path = f"configs/sweeps/{name}.py"
     plan = expand(load_sweep(path))
-    assert len({p.label for p in plan.points}) >= 2 and plan.sweep.seeds == 3
+    assert len({p.label for p in plan.points}) >= 2 and plan.sweep.seeds >= 2
     with open(os.path.join(REPO, path), encoding="utf-8") as f:
         assert f"python launch.py sweep {path} --workdir runs/{name}" in f.read()
 
