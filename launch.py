@@ -4,6 +4,7 @@
     python launch.py tokenizer --config configs/quickstart.py --output runs/spm.model
     python launch.py bench     --config configs/bench/bert_mini.py
     python launch.py compile-only --config configs/quickstart.py --config.mesh.fsdp=2   # memory before a run
+    python launch.py pretrain  --config configs/quickstart.py --workdir runs/q --profile_steps=10,15  # a trace
     python launch.py finetune  --config configs/finetune/rotten_tomatoes.py --init runs/quickstart --workdir runs/rt
     python launch.py evaluate  --workdir runs/rt                       # best checkpoint on the eval/test splits
     python launch.py predict   --workdir runs/rt --input reviews.txt --output labels.jsonl
@@ -74,6 +75,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "`tpu`: print the gcloud commands
 _WORKERS = flags.DEFINE_integer("workers", 1, "`sweep`: stages run side by side (one process each).")
 _WORKER_DEVICES = flags.DEFINE_string("worker_devices", "", "`sweep`: CUDA_VISIBLE_DEVICES per worker, "
                                       "groups separated by ';' (e.g. '0,1;2,3' for --workers=2).")
+_PROFILE = flags.DEFINE_string("profile_steps", "", "`pretrain`: FIRST,LAST: a jax.profiler trace of those steps "
+                               "in workdir/profile, for TensorBoard (sets config.train.profile_steps).")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices per process (testing).")
 
 
@@ -87,6 +90,13 @@ def _require(value: str | None, flag: str, command: str) -> str:
     return value
 
 
+def parse_profile_steps(text: str) -> tuple[int, int]:
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 0 < int(parts[0]) <= int(parts[1]):
+        raise UserError(f"--profile_steps={text!r}: expected FIRST,LAST with 0 < FIRST <= LAST, e.g. 10,15")
+    return int(parts[0]), int(parts[1])
+
+
 def run(command: str) -> None:
     config = _CONFIG.value
     if command in NO_CONFIG:
@@ -95,6 +105,9 @@ def run(command: str) -> None:
         raise UserError(f"`{command}` needs --config=<path to a config .py file>")
     if command == "pretrain":
         from plm_jax.train.pretrain import pretrain
+
+        if _PROFILE.value:
+            config.train.profile_steps = parse_profile_steps(_PROFILE.value)
 
         results = pretrain(config, _require(_WORKDIR.value, "workdir", command))
         start, end = results.get("eval_at_start"), results.get("eval_at_end")

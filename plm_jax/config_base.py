@@ -62,7 +62,9 @@ def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
         )
     )
 
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices
+    # -1: all remaining devices. strategy: "" (these sizes) or dp | fsdp | tp | dp+fsdp | fsdp+tp | dp+tp |
+    # dp+fsdp+tp (parallel/sharding.py STRATEGIES): unnamed axes get 1 device, a named one the rest
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, strategy=""))
     config.logical_axis_rules = DEFAULT_RULES
     return config
 
@@ -115,7 +117,7 @@ def finetune_config() -> ml_collections.ConfigDict:
             async_checkpoints=True,
         )
     )
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, strategy=""))
     config.logical_axis_rules = DEFAULT_RULES
     return config
 

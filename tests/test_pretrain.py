@@ -158,6 +158,7 @@ def test_cli_errors_are_one_line(setup, tmp_path):
     _expect_cli_error(config_path, workdir, "--config.train.stepz=3", match="unknown config key --config.train.stepz")
     _expect_cli_error(config_path, workdir, "--config.data.paths=('/no/such/file.txt',)",
                       match="/no/such/file.txt")
+    _expect_cli_error(config_path, workdir, "--profile_steps=5", match="--profile_steps='5': expected FIRST,LAST")
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 

@@ -77,3 +77,25 @@ def test_mesh_shape_errors_are_clear():
     with pytest.raises(ValueError, match="does not divide"):
         sharding.mesh_shape(dict(data=-1, fsdp=3, tensor=1), 8)
     assert sharding.mesh_shape(dict(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("strategy,sizes,expected", [
+    ("dp", {}, (8, 1, 1)),
+    ("fsdp", {}, (1, 8, 1)),
+    ("tp", {}, (1, 1, 8)),
+    ("fsdp+tp", {"tensor": 2}, (1, 4, 2)),
+    ("dp+fsdp", {"fsdp": 2}, (4, 2, 1)),
+    ("dp+fsdp+tp", {"fsdp": 2, "tensor": 2}, (2, 2, 2)),
+    ("", {"fsdp": 2}, (4, 2, 1)),  # no strategy: the sizes as given
+])
+def test_named_strategies_pick_the_mesh_axes(strategy, sizes, expected):
+    mesh_cfg = {"data": -1, "fsdp": 1, "tensor": 1, "strategy": strategy, **sizes}
+    assert sharding.mesh_shape(mesh_cfg, 8) == expected
+    assert dict(sharding.make_mesh(mesh_cfg).shape) == dict(zip(sharding.MESH_AXES, expected))
+
+
+def test_a_strategy_refuses_sizes_on_axes_it_does_not_use():
+    with pytest.raises(ValueError, match="mesh.strategy='tp' uses no fsdp axis, but mesh.fsdp=2"):
+        sharding.mesh_shape({"data": -1, "fsdp": 2, "tensor": 1, "strategy": "tp"}, 8)
+    with pytest.raises(ValueError, match="mesh.strategy='zero3'; expected one of"):
+        sharding.mesh_shape({"data": -1, "fsdp": 1, "tensor": 1, "strategy": "zero3"}, 8)

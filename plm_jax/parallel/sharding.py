@@ -33,9 +33,43 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+# Named parallelism strategies: the mesh axes each one uses. Axes a strategy does not name hold 1 device; of the
+# named ones, sizes given in the config are kept and the first one left at -1 or 1 takes the remaining devices.
+STRATEGIES = {
+    "dp": ("data",),  # data parallel: parameters replicated, batch split
+    "fsdp": ("fsdp",),  # ZeRO-3: parameters, gradients and optimizer state split over `embed`, gathered per layer
+    "tp": ("tensor",),  # tensor parallel: heads, MLP and vocabulary split (Megatron-style)
+    "dp+fsdp": ("data", "fsdp"),
+    "dp+tp": ("data", "tensor"),
+    "fsdp+tp": ("fsdp", "tensor"),
+    "dp+fsdp+tp": ("data", "fsdp", "tensor"),
+}
+
+
+def strategy_dims(mesh_cfg: Any) -> list[int]:
+    """The config's (data, fsdp, tensor), with `strategy` (if set) deciding which axes are used."""
+    dims = [int(mesh_cfg[a]) for a in MESH_AXES]
+    strategy = str(mesh_cfg.get("strategy", "") or "")
+    if not strategy:
+        return dims
+    if strategy not in STRATEGIES:
+        raise ValueError(f"mesh.strategy={strategy!r}; expected one of {sorted(STRATEGIES)} or '' (the sizes as "
+                         "given)")
+    used = STRATEGIES[strategy]
+    for axis, size in zip(MESH_AXES, dims):
+        if axis not in used and size not in (1, -1):
+            raise ValueError(f"mesh.strategy={strategy!r} uses no {axis} axis, but mesh.{axis}={size}")
+    dims = [d if a in used else 1 for a, d in zip(MESH_AXES, dims)]
+    if -1 not in dims:  # the first used axis that has no size of its own takes the remaining devices
+        free = [i for i, a in enumerate(MESH_AXES) if a in used and dims[i] == 1]
+        if free:
+            dims[free[0]] = -1
+    return dims
+
+
 def mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int, int]:
     """Resolves the config's (data, fsdp, tensor); one of them may be -1 = all remaining devices."""
-    dims = [int(mesh_cfg[a]) for a in MESH_AXES]
+    dims = strategy_dims(mesh_cfg)
     if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
         raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))}: each axis must be positive, at most one -1")
     if -1 in dims:
