@@ -138,6 +138,16 @@ def test_flops_budget_needs_mlm(files):
         expand(sweep)
 
 
+def test_configs_agree_on_shared_keys_only():
+    from plm_jax.sweep.runner import configs_agree
+
+    old = {"train": {"lr": 1e-3, "steps": 8}, "init": "pretrain:aaa"}
+    assert configs_agree(old, {"train": {"lr": 1e-3, "steps": 8, "new_key": 0}, "init": "pretrain:bbb"})
+    assert not configs_agree(old, {"train": {"lr": 3e-3, "steps": 8}, "init": "pretrain:aaa"})
+    assert not configs_agree(old, {"train": {"lr": 1e-3, "steps": 8}, "init": "runs/elsewhere"})
+    assert not configs_agree(None, old)
+
+
 # --- a real tiny sweep through the command line -------------------------------------------------------------------
 
 
@@ -190,6 +200,13 @@ def test_a_sweep_runs_resumes_reruns_changes_and_survives_a_crash(files, tmp_pat
     third = _launch("sweep", _sweep_file(files, "crash", body2), f"--workdir={workdir}")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "3 done" in third.stdout and "2 already done" in third.stdout
+    # plm_jax gains a config key (here: the record lacks one, under an older key): nothing reruns
+    record_path = tmp_path / "sweep" / "pretrain/seed=0/sweep_stage.json"
+    record = json.loads(record_path.read_text())
+    del record["resolved"]["train"]["profile_steps"]
+    record_path.write_text(json.dumps({**record, "key": "from-an-older-plm_jax"}))
+    fourth = _launch("sweep", _sweep_file(files, "crash", body2), f"--workdir={workdir}")
+    assert "3 already done" in fourth.stdout and "started" not in fourth.stderr, fourth.stderr[-2000:]
     report = _launch("report", workdir)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "sweep" / "report.md").exists() and (tmp_path / "sweep" / "results.csv").exists()

@@ -76,6 +76,16 @@ def read_record(directory: str, name: str = RECORD) -> dict[str, Any]:
         return json.load(f)
 
 
+def configs_agree(old: Any, new: Any) -> bool:
+    """Whether a stage's recorded config and its config now set every key they share to the same value. A key
+    only one side has was added to (or removed from) plm_jax's config since, and holds its default: that alone
+    must not rerun a finished sweep. The pretraining a fine-tune starts from is compared on its own stage."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(configs_agree(old[k], new[k]) for k in old.keys() & new.keys()
+                   if not (k == "init" and str(old[k]).startswith("pretrain:") and str(new[k]).startswith("pretrain:")))
+    return old == new
+
+
 def _error_of(log_path: str, returncode: int) -> str:
     """The run's one-line error, or the last line of its traceback."""
     try:
@@ -127,16 +137,24 @@ class SweepRunner:
         write_atomic(os.path.join(self.path(stage), RECORD), json.dumps(record, indent=2))
 
     def _prepare(self) -> list[StagePlan]:
-        """Stages to run now; done ones are counted, changed ones moved aside."""
-        todo = []
+        """Stages to run now; done ones are counted, changed ones moved aside (with the fine-tunes that started
+        from a changed pretraining)."""
+        todo, replaced = [], set()
         for stage in self.plan.stages.values():
             directory = self.path(stage)
             record = read_record(directory)
             if record and record.get("key") != stage.key:
-                aside = f"{directory}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-                os.replace(directory, aside)
-                log.warning("%s: its config changed since it ran; the old run is kept in %s", stage.directory, aside)
-                record = {}
+                if stage.depends_on not in replaced and configs_agree(record.get("resolved"), stage.resolved):
+                    record["key"] = stage.key  # only keys added to plm_jax since (at their defaults) differ
+                    write_atomic(os.path.join(directory, RECORD), json.dumps({**record, "resolved": stage.resolved},
+                                                                             indent=2))
+                else:
+                    aside = f"{directory}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+                    os.replace(directory, aside)
+                    log.warning("%s: its config changed since it ran; the old run is kept in %s", stage.directory,
+                                aside)
+                    replaced.add(stage.directory)
+                    record = {}
             elif not record and os.path.isdir(directory) and os.listdir(directory):
                 aside = f"{directory}.unknown-{time.strftime('%Y%m%d-%H%M%S')}"
                 os.replace(directory, aside)
