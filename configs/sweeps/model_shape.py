@@ -12,7 +12,7 @@ Rotten Tomatoes fine-tune as configs/sweeps/mask_rate.py).
 
 from plm_jax.sweep.spec import Axis, Budget, Stage, Sweep
 
-FINETUNE = {"train.epochs": 1, "task.max_train_examples": 3000, "train.log_every": 10}
+FINETUNE = {"train.epochs": 2, "train.lr": 1e-3, "train.log_every": 20}  # all 10,322 reviews
 SHAPES = Axis({"pretrain.model.num_layers": [1, 2, 6], "pretrain.model.hidden_size": [256, 128, 64],
                "pretrain.model.num_heads": [4, 2, 2], "pretrain.model.mlp_dim": [1024, 512, 256]},
               name="shape", labels=["1x256", "2x128", "6x64"])
