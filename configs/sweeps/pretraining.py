@@ -5,7 +5,10 @@ from random weights in its shape (finetune.from_scratch), 2 seeds.
     python launch.py report runs/pretraining
 
 Both points of a seed share one pretraining run (only a fine-tuning key differs), so the sweep pretrains 2 times
-and fine-tunes 4 times. Expected on 2 CPU cores: not measured yet.
+and fine-tunes 4 times. Expected on 2 CPU cores with --workers=2 (measured 2026-11-29): 7 minutes. Result, test
+accuracy mean [95% interval] over 2 seeds: pretrained 0.661 [0.227, 1.095] (0.695, 0.626), from random weights
+0.724 [0.724, 0.724] (0.7235 twice, from different losses); macro-F1 0.645 against 0.720. The interval of the
+difference includes zero: 200 pretraining steps (MLM accuracy 0.07) do not help yet, as in the README's demo.
 """
 
 from plm_jax.sweep.spec import Budget, Stage, Sweep, axis
