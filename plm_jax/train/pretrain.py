@@ -78,13 +78,14 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
             docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
             train_tokenizer(docs, tokenizer_pieces(config), path, seed=config.seed)
 
-        if not os.path.exists(path):
-            if jax.process_index() == 0:
+        # Process 0 alone decides whether to train: had every host looked for the file itself, a host that found
+        # it already written would skip the barrier the others wait at (a race CI once hit).
+        if jax.process_index() == 0 and not os.path.exists(path):
+            train()
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("plm_jax: tokenizer ready")
+            if not os.path.exists(path):  # no shared file system: each host trains the same model
                 train()
-            if jax.process_count() > 1:
-                multihost_utils.sync_global_devices("plm_jax: tokenizer trained")
-                if not os.path.exists(path):  # no shared file system: each host trains the same model
-                    train()
         tokenizer = load_tokenizer(path)
     needed = vocab_needed(config.objective, tokenizer.vocab_size, config.data)
     if needed != config.model.vocab_size:
