@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -192,6 +193,7 @@ class SweepRunner:
         if calibrating:
             stage_json = self._stage_json(stage, overrides, "calibration.json")
             workdir = os.path.join(directory, "calibration")
+            shutil.rmtree(workdir, ignore_errors=True)  # a fresh timing, never a resumed one
         else:
             stage_json = self._stage_json(stage, overrides)
             workdir = directory
@@ -227,11 +229,17 @@ class SweepRunner:
         stage, code = run.stage, run.process.returncode
         duration = time.time() - run.started
         if run.calibrating:
-            if code != 0:
-                error = _error_of(os.path.join(self.path(stage), "calibration.log"), code)
-                self._write_record(stage, status="failed", error=f"timing run: {error}", returncode=code)
+            if self._stopping:  # the timing run was cut short: time it again on the next run
+                shutil.rmtree(os.path.join(self.path(stage), "calibration"), ignore_errors=True)
+                self._write_record(stage, status="interrupted")
+                return "interrupted"
+            try:
+                if code != 0:
+                    raise RuntimeError(_error_of(os.path.join(self.path(stage), "calibration.log"), code))
+                steps = self._calibrated_steps(stage)
+            except (OSError, ValueError, RuntimeError) as e:
+                self._write_record(stage, status="failed", error=f"timing run: {e}", returncode=code)
                 return "failed"
-            steps = self._calibrated_steps(stage)
             self._write_record(stage, status="pending", calibrated_steps=steps, calibration_s=duration)
             return "calibrated"
         fields: dict[str, Any] = dict(ended=time.strftime("%Y-%m-%dT%H:%M:%S"), returncode=code)
