@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from plm_jax.files import write_atomic
-from plm_jax.sweep.spec import Plan, StagePlan, build_stage_config, expand, load_sweep, plan_summary
+from plm_jax.sweep.spec import Plan, StagePlan, expand, load_sweep, plan_summary
 
 log = logging.getLogger("plm_jax")
 
@@ -220,8 +220,7 @@ class SweepRunner:
                      and "tokens_per_sec" in r]
         if len(rates) < 2:
             raise RuntimeError(f"the timing run wrote {len(rates)} tokens/s measurements")
-        config = build_stage_config(stage.base, {k: v for k, v in stage.overrides.items() if k != "init"}, "")
-        tokens_per_step = int(config.train.batch_size) * int(config.data.seq_len)
+        tokens_per_step = int(stage.resolved["train"]["batch_size"]) * int(stage.resolved["data"]["seq_len"])
         rate = statistics.median(rates[1:])
         return max(1, int(stage.budget[1] * 60 * rate / tokens_per_step))
 
