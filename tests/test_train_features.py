@@ -96,9 +96,9 @@ def test_fsdp_divides_state_bytes_and_compile_only_reports_memory():
     assert report["argument_size"] > 0 and report["estimated_peak_bytes_per_device"] > 0
 
 
-def test_scanned_layers_match_unscanned_and_checkpoints_refuse_the_other_layout(tmp_path):
+def test_scanned_layers_match_unscanned_and_checkpoints_restore_into_the_other_layout(tmp_path):
     from plm_jax.models import layout
-    from plm_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
+    from plm_jax.train.checkpoint import Checkpointer
 
     cfg = TransformerConfig(**{**CFG.to_dict(), "dropout_rate": 0.0, "attention_dropout_rate": 0.0})
     scan_cfg = TransformerConfig(**{**cfg.to_dict(), "scan_layers": True})
@@ -115,12 +115,20 @@ def test_scanned_layers_match_unscanned_and_checkpoints_refuse_the_other_layout(
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
     assert jax.tree.all(jax.tree.map(lambda x, y: bool((x == y).all()), layout.to_unscanned(scanned_params),
                                      state.params))
-    # a checkpoint of one layout is refused by name when the config asks for the other
-    ckpt = Checkpointer(str(tmp_path))
-    ckpt.save(1, state, {"rows_consumed": 16})
-    ckpt.close()
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    model, (tx, _) = BertForMaskedLM(scan_cfg), optimizer.make_optimizer(TRAIN)
-    abstract, _ = state_lib.state_shardings(model, tx, dummy_inputs(scan_cfg), mesh, sharding.DEFAULT_RULES)
-    with pytest.raises(CheckpointMismatchError, match="holds unscanned layers .*model.scan_layers=False"):
-        Checkpointer(str(tmp_path)).restore(1, abstract)
+    # a checkpoint of either layout restores into the other, optimizer moments included, onto an FSDP mesh
+    mesh = sharding.make_mesh(dict(data=2, fsdp=4, tensor=1), jax.devices()[:8])
+    tx = optimizer.make_optimizer(TRAIN)[0]
+    for saved, want_cfg, convert in [(state, scan_cfg, layout.to_scanned), (scan_state, cfg, layout.to_unscanned)]:
+        directory = str(tmp_path / f"saved_scan_{want_cfg.scan_layers is False}")
+        ckpt = Checkpointer(directory)
+        ckpt.save(1, saved, {"rows_consumed": 16})
+        ckpt.close()
+        abstract, _ = state_lib.state_shardings(BertForMaskedLM(want_cfg), tx, dummy_inputs(want_cfg), mesh,
+                                                sharding.DEFAULT_RULES)
+        restored, data = Checkpointer(directory).restore(1, abstract)
+        assert data == {"rows_consumed": 16}
+        expected = saved.replace(params=convert(saved.params), opt_state=convert(saved.opt_state))
+        assert jax.tree.structure(restored) == jax.tree.structure(abstract)
+        for got, want, target in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), jax.tree.leaves(abstract)):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+            assert got.sharding == target.sharding

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the train state and the data position, saved together, restorable onto any mesh."""
+"""Orbax checkpoints of the train state and the data position, saved together, restorable onto any mesh and
+into either layer layout (scanned or not)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from plm_jax.models.layout import layout_of
+from plm_jax.models import layout
 
 
 class CheckpointMismatchError(ValueError):
@@ -33,11 +34,6 @@ def check_compatible(saved: Any, abstract: Any, where: str) -> None:
     missing = sorted(set(want_shapes) - set(saved_shapes))
     extra = sorted(set(saved_shapes) - set(want_shapes))
     differ = [k for k in sorted(set(want_shapes) & set(saved_shapes)) if saved_shapes[k] != want_shapes[k]]
-    saved_layout, want_layout = layout_of(set(saved_shapes)), layout_of(set(want_shapes))
-    if saved_layout and want_layout and saved_layout != want_layout:
-        raise CheckpointMismatchError(
-            f"checkpoint {where} holds {saved_layout} layers but the config builds {want_layout} ones: set "
-            f"--config.model.scan_layers={saved_layout == 'scanned'} (plm_jax.models.layout converts between them)")
     if missing or extra or differ:
         parts = []
         if differ:
@@ -73,18 +69,31 @@ class Checkpointer:
         return self.manager.save(step, args=args, force=force)
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """Restores onto the shardings attached to `abstract_state` (any mesh shape)."""
+        """Restores onto the shardings attached to `abstract_state` (any mesh shape).
+
+        A checkpoint written with the other `model.scan_layers` is read in its own layout and converted (the
+        parameters and every optimizer tree that mirrors them), so switching scan on or off resumes a run.
+        """
         where = str(self.directory / str(step))
         try:
             saved = self.manager.item_metadata(step)["state"]
         except (KeyError, TypeError) as e:
             raise CheckpointMismatchError(f"checkpoint {where} holds no train state ({e})") from None
-        check_compatible(saved, abstract_state, where)
+        saved_layout = layout.layout_of(set(_flat_shapes(saved)))
+        want_layout = layout.layout_of(set(_flat_shapes(abstract_state)))
+        target = abstract_state
+        if saved_layout and want_layout and saved_layout != want_layout:
+            to_saved = layout.abstract_to_scanned if saved_layout == "scanned" else layout.abstract_to_unscanned
+            target = to_saved(abstract_state)
+        check_compatible(saved, target, where)
         restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()),
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
         )
-        return restored["state"], dict(restored["data"])
+        state = restored["state"]
+        if target is not abstract_state:
+            convert = layout.to_scanned if want_layout == "scanned" else layout.to_unscanned
+            state = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, abstract_state))(state)
+        return state, dict(restored["data"])
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
