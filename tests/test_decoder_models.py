@@ -165,3 +165,25 @@ def test_causal_generation_equals_argmax_over_full_passes_for_prompts_of_differe
                 break
         want = seq[len(prompt):]
         assert got[row, :len(want)].tolist() == want
+
+
+def test_translation_beam_search_split_over_the_data_axes_gives_the_same_tokens():
+    from plm_jax.models.generation import Seq2SeqGenerator
+    from plm_jax.parallel import sharding
+
+    params = _params(EncoderDecoder(SEQ2SEQ), seq2seq_dummy_inputs(SEQ2SEQ, 1, 9, 7))
+    params = jax.tree.map(lambda x: x * 30, params)  # sharper than at init, so that each row decodes its own way
+    src = np.asarray(_ids(5, (8, 9)))
+    seg = np.ones((8, 9), np.int32)
+    seg[::3, 6:] = 0  # some rows padded
+    pos = np.tile(np.arange(9, dtype=np.int32), (8, 1))
+    settings = dict(max_len=7, bos_id=1, eos_id=2, beam_size=3)
+    whole = Seq2SeqGenerator(SEQ2SEQ, params, **settings)(src, seg, pos)
+    mesh = sharding.make_mesh(dict(data=4, fsdp=2, tensor=1), jax.devices()[:8])
+    data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
+    split = Seq2SeqGenerator(SEQ2SEQ, params, **settings, data_sharding=data_sharding)
+    np.testing.assert_array_equal(split(src, seg, pos), whole)
+    assert whole.shape == (8, 7) and len({tuple(r) for r in whole}) > 1  # rows differ: no row was copied
+    # the compiled search really splits the rows: each device's program takes 1 of the 8 source rows
+    compiled = split._run.lower(split.params, *(jax.device_put(a, data_sharding) for a in (src, seg, pos))).compile()
+    assert "s32[1,9]" in compiled.as_text() and "s32[8,9]" not in compiled.as_text()

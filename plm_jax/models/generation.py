@@ -4,6 +4,9 @@ Translation: encode the source once, cache each layer's cross-attention keys and
 search from [CLS] (the decoder's start token) to [SEP] (EOS). Causal LM: prompts are left-padded to one length
 (padding has segment 0, so no token attends to it), run through the model in one prefill call, then sampled
 or searched from the last prompt token. Both compile once per batch shape.
+
+Given the training mesh's batch sharding, translation decodes each batch split over the data axes (every
+device searches its own rows, every host feeds only its share) and returns the whole batch to every host.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from plm_jax.models import decoding
 from plm_jax.models.config import TransformerConfig
@@ -25,18 +29,27 @@ class Seq2SeqGenerator:
     """Source arrays -> target token ids. `max_len` counts generated tokens (EOS included)."""
 
     def __init__(self, model_cfg: TransformerConfig, params: Any, *, max_len: int, bos_id: int, eos_id: int,
-                 beam_size: int = 4, length_penalty: float = 0.6):
+                 beam_size: int = 4, length_penalty: float = 0.6, data_sharding: NamedSharding | None = None):
         if max_len > model_cfg.max_len:
             raise ValueError(f"max_len={max_len} exceeds the model's max_len={model_cfg.max_len} positions")
         self.cfg, self.params = decoding_setup(model_cfg, params)
         self.model = EncoderDecoder(self.cfg)
         self.settings = dict(max_len=max_len, bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
                              length_penalty=length_penalty)
-        self._run = jax.jit(functools.partial(_seq2seq_generate, self.model, self.cfg, **self.settings))
+        self.data_sharding = data_sharding
+        replicated = None if data_sharding is None else NamedSharding(data_sharding.mesh, PartitionSpec())
+        self._run = jax.jit(functools.partial(_seq2seq_generate, self.model, self.cfg, **self.settings),
+                            out_shardings=replicated)
 
     def __call__(self, encoder_input_ids: np.ndarray, encoder_segment_ids: np.ndarray,
                  encoder_positions: np.ndarray) -> np.ndarray:
-        return np.asarray(self._run(self.params, encoder_input_ids, encoder_segment_ids, encoder_positions))
+        """Every host passes the same whole batch (rows divisible by the data-sharded device count)."""
+        args = (encoder_input_ids, encoder_segment_ids, encoder_positions)
+        if self.data_sharding is not None:
+            pi, pc = jax.process_index(), jax.process_count()
+            args = tuple(jax.make_array_from_process_local_data(self.data_sharding, np.split(np.asarray(a), pc)[pi])
+                         for a in args)
+        return np.asarray(self._run(self.params, *args))
 
 
 def _seq2seq_generate(model: EncoderDecoder, cfg: TransformerConfig, params: Any, ids_BxS: jax.Array,

@@ -201,7 +201,7 @@ def finetune_translation(config: Any, workdir: str) -> dict[str, Any]:
     def generator(params: Any) -> Seq2SeqGenerator:
         return Seq2SeqGenerator(model_cfg, params, max_len=int(task.max_target_len), bos_id=sp.tokenizer.cls_id,
                                 eos_id=sp.tokenizer.sep_id, beam_size=int(task.beam_size),
-                                length_penalty=float(task.length_penalty))
+                                length_penalty=float(task.length_penalty), data_sharding=data_sharding)
 
     def evaluate(params: Any, name: str) -> tuple[dict[str, Any], list[str]]:
         arrays, references = splits[name]
