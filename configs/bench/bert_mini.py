@@ -3,10 +3,11 @@ r"""Train-step benchmark, BERT-mini (4 layers, hidden 256, 4 heads), seq 128, ba
     python launch.py bench --config configs/bench/bert_mini.py                     # sparse MLM head (as trained)
 
 Expected on 2 shared CPU cores (measured 2026-11-29): about 30 s; ~2,900 tokens/s, MFU ~48% against the fp32
-matmul peak measured in the same process; 2.18x the best Hugging Face peer of ../shared/bench (README table).
+matmul peak measured in the same process; 2.15-2.18x the best Hugging Face peer of ../shared/bench (README table).
 Prints one JSON line: tokens/s, MFU, compile time, peak memory. Variants:
 
     python launch.py bench --config configs/bench/bert_mini.py --config.bench.head=dense   # the peers' work
+    python launch.py bench --config configs/bench/bert_mini.py --config.bench.op_profile=25   # + per-op times
     python launch.py bench --config configs/bench/bert_mini.py --config.bench.pipeline=True \
         --config.data.tokenizer=runs/quickstart/tokenizer.model  # + tf.data alone on the quickstart corpus
 
@@ -27,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh.update(data=-1, fsdp=1, tensor=1)
     config.bench = ml_collections.ConfigDict(
         dict(name="bert_mini", head="sparse", steps=5, measure_peak=True, peak_flops=0.0,
-             pipeline=False, pipeline_batches=200)  # pipeline=True: tf.data tokens/s on config.data, same run
+             pipeline=False, pipeline_batches=200,  # pipeline=True: tf.data tokens/s on config.data, same run
+             op_profile=0)  # N > 0: the N slowest ops of the step, with the model code each came from
     )
     return config

@@ -3,6 +3,8 @@
 The batch matches ../shared/bench (random tokens, one document per row, 15% of positions predicted) so the
 numbers sit in the same table as the Hugging Face peers. `bench.head=dense` projects every position through the
 vocabulary, the peers' amount of work; `sparse` (the default, and what training uses) only the P masked ones.
+`bench.op_profile=N` adds where the step's time goes: the N slowest ops, each with the model code it came from
+(op_profile.py), printed to stderr and kept in the JSON.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 import resource
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -21,6 +24,7 @@ import numpy as np
 from plm_jax.data.masking import resolve_max_predictions
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
+from plm_jax.train import op_profile
 from plm_jax.train import state as state_lib
 from plm_jax.train.setup import build
 
@@ -99,6 +103,18 @@ def run_bench(config: Any) -> dict[str, Any]:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     peak = max(peak_before, measure_matmul_peak()) if bench.measure_peak else peak_before
+    op_rows = int(bench.get("op_profile", 0))
+    if op_rows:
+        holder = [state]
+
+        def one_step() -> Any:
+            holder[0], step_metrics = compiled(holder[0], batches[0])
+            return step_metrics
+
+        profile_steps = max(1, min(bench.steps, 3))
+        table = op_profile.op_table(op_profile.trace_events(one_step, profile_steps), compiled.as_text(),
+                                    profile_steps)
+        print(op_profile.format_table(table, op_rows), file=sys.stderr)
 
     flops = mlm_train_flops_per_step(cfg, batch, seq_len, seq_len if dense_head else predictions)
     median, best = statistics.median(times), min(times)
@@ -117,6 +133,9 @@ def run_bench(config: Any) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": mem.get("peak_bytes_in_use", 0) / 2**20, "steps_timed": len(times),
     }
+    if op_rows:
+        result["op_ms_by_kind"] = table["ms_by_kind"]
+        result["top_ops"] = table["ops"][:op_rows]
     if bench.pipeline:
         result["pipeline_tokens_per_sec"] = measure_pipeline(config, bench.pipeline_batches)
         result["pipeline_over_step"] = result["pipeline_tokens_per_sec"] / result["tokens_per_sec"]
