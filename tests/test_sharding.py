@@ -1,5 +1,7 @@
 """One train step on 8 simulated devices equals one device, for data, FSDP and tensor meshes."""
 
+import os
+
 import jax
 import ml_collections
 import numpy as np
@@ -28,8 +30,9 @@ def _batch(B=16, L=16, P=4):
         masked_ids=rng.integers(5, 128, (B, P)).astype(np.int32), masked_weights=np.ones((B, P), np.float32))
 
 
-def make_train(cfg, mesh_shape, accum_steps=1):
-    """(initial state, jitted train step, batch sharding) for `cfg` on the first prod(mesh_shape) devices."""
+def make_train(cfg, mesh_shape, accum_steps=1, rules=sharding.DEFAULT_RULES):
+    """(initial state, jitted train step, batch sharding) for `cfg` on the first prod(mesh_shape) devices; the
+    activations are pinned by `rules` as in training (None: left to the partitioner)."""
     n = int(np.prod(mesh_shape))
     mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, mesh_shape)), jax.devices()[:n])
     model, (tx, schedule) = BertForMaskedLM(cfg), optimizer.make_optimizer(TRAIN)
@@ -37,7 +40,7 @@ def make_train(cfg, mesh_shape, accum_steps=1):
     state = state_lib.init_state(model, tx, dummy_inputs(cfg), shardings, jax.random.key(0))
     data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
     train, _ = step_lib.jit_steps(model, get_objective("mlm", cfg), tx, schedule, shardings, data_sharding,
-                                  jax.random.key(1), accum_steps=accum_steps)
+                                  jax.random.key(1), accum_steps=accum_steps, rules=rules)
     return state, train, data_sharding
 
 
@@ -99,3 +102,49 @@ def test_a_strategy_refuses_sizes_on_axes_it_does_not_use():
         sharding.mesh_shape({"data": -1, "fsdp": 2, "tensor": 1, "strategy": "tp"}, 8)
     with pytest.raises(ValueError, match="mesh.strategy='zero3'; expected one of"):
         sharding.mesh_shape({"data": -1, "fsdp": 1, "tensor": 1, "strategy": "zero3"}, 8)
+
+
+def test_activations_are_pinned_by_their_logical_names_only_when_the_rules_name_them():
+    def constraints(rules, mesh_shape=(2, 2, 2)):
+        state, train, data_sharding = make_train(CFG, mesh_shape, rules=rules)
+        batch = {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in _batch().items()}
+        text = train.lower(state, batch).as_text()
+        return [line for line in text.splitlines() if "sharding_constraint" in line or "@Sharding" in line]
+
+    pinned = constraints(sharding.DEFAULT_RULES)
+    # per layer: q, k, v, attention output, MLP hidden, layer output (and their transposes in the backward pass)
+    assert len(pinned) >= 6 * CFG.num_layers, len(pinned)
+    assert any('{"data", "fsdp"}, {}, {"tensor"}' in line for line in pinned), pinned[:3]  # [B, L, H, K] heads
+    assert constraints(None) == []
+    # a rule table from before activations had names pins no activation (rather than replicating them all); only
+    # the embedding tables are gathered over `embed` before their lookups, by their parameter names
+    old_rules = tuple(r for r in sharding.DEFAULT_RULES if not r[0].startswith("activation_"))
+    old = constraints(old_rules)
+    assert old and not any('{"data", "fsdp"}' in line for line in old), old
+    # outside a traced step (plain apply, decoding) constrain is the identity
+    x = np.ones((2, 3, 4), np.float32)
+    assert sharding.constrain(x, ("activation_batch", "activation_length", "activation_embed")) is x
+
+
+@pytest.mark.slow
+def test_fsdp_and_tensor_meshes_compile_without_involuntary_rematerialization():
+    """XLA warns when it must replicate a tensor to reshard it; pinned activations and gathered embedding tables
+    leave it nothing to guess (3 warnings per mesh before)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import jax\n"
+        "from tests.test_sharding import make_train, CFG, _batch\n"
+        "for shape in [(2, 4, 1), (2, 2, 2)]:\n"
+        "    state, train, ds = make_train(CFG, shape)\n"
+        "    batch = {k: jax.make_array_from_process_local_data(ds, v) for k, v in _batch().items()}\n"
+        "    train.lower(state, batch).compile()\n"
+        "print('compiled')\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, env=env,
+                         timeout=600)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-2000:]
+    assert "Involuntary full rematerialization" not in out.stderr, out.stderr[-2000:]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.layers import (
+    EMBED_ACTIVATION,
     Attention,
     Dropout,
     Embeddings,
@@ -27,6 +28,7 @@ from plm_jax.models.layers import (
     causal_mask,
     layer_norm,
 )
+from plm_jax.parallel.sharding import constrain
 
 Cache = dict[str, Any]
 
@@ -83,12 +85,12 @@ class DecoderLayer(nn.Module):
             x_BxTxD = x_BxTxD + drop(attn)
             if cfg.has_cross_attention:
                 x_BxTxD = x_BxTxD + drop(cross_attention(self.cross_attention_layer_norm(x_BxTxD)))
-            return x_BxTxD + drop(self.mlp(self.mlp_layer_norm(x_BxTxD))), new_cache
+            return constrain(x_BxTxD + drop(self.mlp(self.mlp_layer_norm(x_BxTxD))), EMBED_ACTIVATION), new_cache
         attn, new_cache = self_attention(x_BxTxD)
         x_BxTxD = self.attention_layer_norm(x_BxTxD + drop(attn))
         if cfg.has_cross_attention:
             x_BxTxD = self.cross_attention_layer_norm(x_BxTxD + drop(cross_attention(x_BxTxD)))
-        return self.mlp_layer_norm(x_BxTxD + drop(self.mlp(x_BxTxD))), new_cache
+        return constrain(self.mlp_layer_norm(x_BxTxD + drop(self.mlp(x_BxTxD))), EMBED_ACTIVATION), new_cache
 
 
 def _remat(policy: str) -> type[nn.Module]:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from plm_jax.models.config import TransformerConfig
+from plm_jax.parallel.sharding import constrain
 
 _NEG_INF = -1e9  # finite, so that an all-masked (padding) query row stays NaN-free
 
@@ -95,6 +96,11 @@ def cached_mask(cache_segment_ids_BxC: jax.Array, segment_ids_BxT: jax.Array, in
     return (same_BxTxC & (slots_C[None, None, :] <= query_slots_T[None, :, None]))[:, None, :, :]
 
 
+# Logical names of the activations between and inside layers (the config's rule table maps them to mesh axes).
+EMBED_ACTIVATION = ("activation_batch", "activation_length", "activation_embed")
+HEADS_ACTIVATION = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+
+
 class Attention(nn.Module):
     """Multi-head attention. Self-attention reads keys and values from `x`; cross-attention and cached decoding
     pass them in as `kv` (from `kv()` of the context, computed once)."""
@@ -116,8 +122,9 @@ class Attention(nn.Module):
     def __call__(self, x_BxTxD: jax.Array, mask_Bx1xTxS: jax.Array, deterministic: bool,
                  kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         cfg = self.cfg
-        q_BxTxHxK = self.query(x_BxTxD)
+        q_BxTxHxK = constrain(self.query(x_BxTxD), HEADS_ACTIVATION)
         k_BxSxHxK, v_BxSxHxK = self.kv(x_BxTxD) if kv is None else kv
+        k_BxSxHxK, v_BxSxHxK = constrain(k_BxSxHxK, HEADS_ACTIVATION), constrain(v_BxSxHxK, HEADS_ACTIVATION)
         if cfg.attention != "einsum":  # fused kernels (cuDNN flash attention on GPUs); same mask semantics
             out_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS,
                                                        implementation=cfg.attention)
@@ -127,7 +134,7 @@ class Attention(nn.Module):
         logits_BxHxTxS = jnp.where(mask_Bx1xTxS, logits_BxHxTxS, _NEG_INF)
         probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(cfg.compute_dtype)
         probs_BxHxTxS = self.dropout(probs_BxHxTxS, deterministic=deterministic)
-        out_BxTxHxK = jnp.einsum("bhqt,bthk->bqhk", probs_BxHxTxS, v_BxSxHxK)
+        out_BxTxHxK = constrain(jnp.einsum("bhqt,bthk->bqhk", probs_BxHxTxS, v_BxSxHxK), HEADS_ACTIVATION)
         return self.out(out_BxTxHxK)
 
 
@@ -143,6 +150,7 @@ class Mlp(nn.Module):
             h_BxLxF = nn.gelu(gate_BxLxF, approximate=False) * up_BxLxF
         else:
             h_BxLxF = activation(cfg.mlp_activation)(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x_BxLxD))
+        h_BxLxF = constrain(h_BxLxF, ("activation_batch", "activation_length", "activation_mlp"))
         return dense(cfg, cfg.hidden_size, ("mlp", "embed"), "wo")(h_BxLxF)
 
 
@@ -167,9 +175,9 @@ class EncoderLayer(nn.Module):
         attn_ln, mlp_ln = layer_norm(cfg, "attention_layer_norm"), layer_norm(cfg, "mlp_layer_norm")
         if cfg.pre_layer_norm:
             x_BxLxD = x_BxLxD + drop(attn(attn_ln(x_BxLxD), mask_Bx1xLxL, deterministic), deterministic)
-            return x_BxLxD + drop(mlp(mlp_ln(x_BxLxD)), deterministic)
+            return constrain(x_BxLxD + drop(mlp(mlp_ln(x_BxLxD)), deterministic), EMBED_ACTIVATION)
         x_BxLxD = attn_ln(x_BxLxD + drop(attn(x_BxLxD, mask_Bx1xLxL, deterministic), deterministic))
-        return mlp_ln(x_BxLxD + drop(mlp(x_BxLxD), deterministic))
+        return constrain(mlp_ln(x_BxLxD + drop(mlp(x_BxLxD), deterministic)), EMBED_ACTIVATION)
 
 
 class Embeddings(nn.Module):
@@ -201,11 +209,17 @@ class Embeddings(nn.Module):
     def __call__(
         self, ids_BxL: jax.Array, positions_BxL: jax.Array, token_types_BxL: jax.Array | None, deterministic: bool
     ) -> jax.Array:
-        x_BxLxD = self._table()(ids_BxL)
-        x_BxLxD = x_BxLxD + jnp.take(self.position_embeddings, positions_BxL, axis=0)
+        # Lookups read whole rows: under FSDP the tables' `embed` columns are gathered first, as for any weight,
+        # so that the rows land split over the batch like every other activation.
+        def lookup(table_NxD: jax.Array, rows_axis: str, ids: jax.Array) -> jax.Array:
+            return jnp.take(constrain(table_NxD, (rows_axis, None)), ids, axis=0)
+
+        x_BxLxD = lookup(self._table().embedding, "vocab", ids_BxL)
+        x_BxLxD = x_BxLxD + lookup(self.position_embeddings, "length", positions_BxL)
         if self.cfg.type_vocab_size:
             types_BxL = jnp.zeros_like(ids_BxL) if token_types_BxL is None else token_types_BxL
-            x_BxLxD = x_BxLxD + jnp.take(self.token_type_embeddings, types_BxL, axis=0)
+            x_BxLxD = x_BxLxD + lookup(self.token_type_embeddings, "type", types_BxL)
+        x_BxLxD = constrain(x_BxLxD, EMBED_ACTIVATION)
         if self.cfg.embedding_layer_norm:
             x_BxLxD = self.layer_norm(x_BxLxD)
         return self.dropout(x_BxLxD.astype(self.cfg.compute_dtype), deterministic=deterministic)

@@ -3,12 +3,18 @@
 Parameters declare logical axes (`embed`, `mlp`, ...); a rule table in the config maps them onto the mesh axes
 `data`, `fsdp` and `tensor`. Data parallelism = batch over (data, fsdp); FSDP = `embed` over fsdp (parameters
 and optimizer state split, gathered per layer by XLA); tensor parallelism = heads, mlp and vocab over tensor.
+
+Activations carry logical names too (`activation_batch`, `activation_heads`, ...): the model pins them with
+`constrain`, which takes effect while a step is traced under `activation_sharding(mesh, rules)`, so the SPMD
+partitioner keeps every layer's activations split the way the table says instead of guessing between layers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -30,6 +36,13 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("type", None),
     ("layers", None),  # the stacked axis of scanned layers
     ("labels", None),  # classifier / span-head outputs
+    # activations (model code: constrain(x, ("activation_batch", ...)))
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
 )
 
 
@@ -115,3 +128,40 @@ def batch_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> NamedShardin
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+_ACTIVATION_SHARDING: contextvars.ContextVar[tuple[Mesh, tuple] | None] = contextvars.ContextVar(
+    "plm_jax_activation_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Iterator[None]:
+    """While active (at trace time), `constrain` pins activations to `mesh` by `rules`."""
+    token = _ACTIVATION_SHARDING.set((mesh, tuple(rules)))
+    try:
+        yield
+    finally:
+        _ACTIVATION_SHARDING.reset(token)
+
+
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+    """A sharding constraint by logical names; unchanged outside `activation_sharding`, and when the rule table
+    names none of these axes (a table from before activations had names leaves the partitioner free)."""
+    context = _ACTIVATION_SHARDING.get()
+    if context is None:
+        return x
+    mesh, rules = context
+    return nn.with_logical_constraint(x, logical_axes, rules=rules, mesh=mesh,
+                                      fallback=nn.spmd.RulesFallback.NO_CONSTRAINT)
+
+
+def traced_with_activation_sharding(fn: Callable, mesh: Mesh, rules: Sequence[tuple[str, Any]] | None) -> Callable:
+    """`fn` whose tracing happens under `activation_sharding(mesh, rules)` (for jax.jit); `rules=None`: as is."""
+    if rules is None:
+        return fn
+
+    def traced(*args: Any) -> Any:
+        with activation_sharding(mesh, rules):
+            return fn(*args)
+
+    return traced

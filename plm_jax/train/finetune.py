@@ -167,7 +167,7 @@ def finetune(config: Any, workdir: str) -> dict[str, Any]:
     data_sharding = batch_sharding(mesh, rules)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     train_step, predict_step = jit_steps(model, task.kind, tx, schedule, shardings, data_sharding, dropout_key,
-                                         accum_steps=int(train_cfg.grad_accum_steps))
+                                         accum_steps=int(train_cfg.grad_accum_steps), rules=rules)
     pi, pc = jax.process_index(), jax.process_count()
 
     # ------------------------------------------------ state: resume, or start from the pretrained weights

@@ -7,7 +7,7 @@ microbatches and hosts combine exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plm_jax.parallel.sharding import traced_with_activation_sharding
 from plm_jax.train.state import TrainState
 from plm_jax.train.step import Batch, accumulate_grads
 
@@ -108,21 +109,27 @@ def jit_steps(
     batch_sharding: jax.sharding.NamedSharding,
     dropout_key: jax.Array,
     accum_steps: int = 1,
+    rules: Sequence[tuple[str, Any]] | None = None,
 ) -> tuple[Callable, Callable]:
-    """The train step with explicit shardings and donated state, and the predict step."""
+    """The train step with explicit shardings and donated state, and the predict step. With `rules`, activations
+    are pinned by their logical names as well (parallel/sharding.py `constrain`)."""
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
     train = jax.jit(
-        lambda s, b: train_step(s, b, model=model, kind=kind, tx=tx, schedule=schedule, dropout_key=dropout_key,
-                                accum_steps=accum_steps),
+        traced_with_activation_sharding(
+            lambda s, b: train_step(s, b, model=model, kind=kind, tx=tx, schedule=schedule,
+                                    dropout_key=dropout_key, accum_steps=accum_steps),
+            batch_sharding.mesh, rules),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
-    return train, jit_predict(model, kind, state_shardings.params, batch_sharding)
+    return train, jit_predict(model, kind, state_shardings.params, batch_sharding, rules)
 
 
-def jit_predict(model: nn.Module, kind: str, param_shardings: Any, batch_sharding: jax.sharding.NamedSharding):
+def jit_predict(model: nn.Module, kind: str, param_shardings: Any, batch_sharding: jax.sharding.NamedSharding,
+                rules: Sequence[tuple[str, Any]] | None = None):
     """The predict step; outputs replicated, so that every host can compute metrics and write predictions."""
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
-    return jax.jit(lambda p, b: predict_step(p, b, model=model, kind=kind),
+    return jax.jit(traced_with_activation_sharding(lambda p, b: predict_step(p, b, model=model, kind=kind),
+                                                   batch_sharding.mesh, rules),
                    in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)

@@ -46,7 +46,7 @@ class LoadedRun:
                                 nn.unbox(boxed), shardings)
         self.params = restore_best(workdir, abstract)
         self.data_sharding = batch_sharding(mesh, rules)
-        self.predict_step = jit_predict(self.model, self.fm.kind, shardings, self.data_sharding)
+        self.predict_step = jit_predict(self.model, self.fm.kind, shardings, self.data_sharding, rules)
         self.batch_size = int(self.config.train.eval_batch_size)
 
     def outputs(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -60,7 +60,7 @@ def build(config: Any, devices: list[jax.Device] | None = None) -> TrainingSetup
     data_sharding = batch_sharding(mesh, rules)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     train_step, eval_step = jit_steps(model, objective, tx, schedule, shardings, data_sharding, dropout_key,
-                                      accum_steps=config.train.grad_accum_steps)
+                                      accum_steps=config.train.grad_accum_steps, rules=rules)
     return TrainingSetup(model_cfg, objective, model, tx, schedule, mesh, init_inputs, abstract, shardings,
                          data_sharding, train_step, eval_step)
 

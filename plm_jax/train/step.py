@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plm_jax.parallel.sharding import traced_with_activation_sharding
 from plm_jax.train.objectives import Objective
 from plm_jax.train.state import TrainState
 
@@ -108,18 +110,22 @@ def jit_steps(
     batch_sharding: jax.sharding.NamedSharding,
     dropout_key: jax.Array,
     accum_steps: int = 1,
+    rules: Sequence[tuple[str, Any]] | None = None,
 ) -> tuple[Callable, Callable]:
-    """The train step with explicit shardings and donated state, and the eval step."""
-    replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+    """The train step with explicit shardings and donated state, and the eval step. With `rules`, activations
+    are pinned by their logical names as well (parallel/sharding.py `constrain`)."""
+    mesh = batch_sharding.mesh
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    pinned = functools.partial(traced_with_activation_sharding, mesh=mesh, rules=rules)
     train = jax.jit(
-        lambda s, b: train_step(s, b, model=model, objective=objective, tx=tx, schedule=schedule,
-                                dropout_key=dropout_key, accum_steps=accum_steps),
+        pinned(lambda s, b: train_step(s, b, model=model, objective=objective, tx=tx, schedule=schedule,
+                                       dropout_key=dropout_key, accum_steps=accum_steps)),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
     evaluate = jax.jit(
-        lambda p, b: eval_step(p, b, model=model, objective=objective),
+        pinned(lambda p, b: eval_step(p, b, model=model, objective=objective)),
         in_shardings=(state_shardings.params, batch_sharding),
         out_shardings=replicated,
     )

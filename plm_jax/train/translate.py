@@ -175,7 +175,7 @@ def finetune_translation(config: Any, workdir: str) -> dict[str, Any]:
     data_sharding = batch_sharding(mesh, rules)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     train_step, eval_step = jit_steps(model, objective, tx, schedule, shardings, data_sharding, dropout_key,
-                                      accum_steps=int(train_cfg.grad_accum_steps))
+                                      accum_steps=int(train_cfg.grad_accum_steps), rules=rules)
 
     # ------------------------------------------------ state
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=train_cfg.keep_checkpoints,
