@@ -99,6 +99,7 @@ def cached_mask(cache_segment_ids_BxC: jax.Array, segment_ids_BxT: jax.Array, in
 # Logical names of the activations between and inside layers (the config's rule table maps them to mesh axes).
 EMBED_ACTIVATION = ("activation_batch", "activation_length", "activation_embed")
 HEADS_ACTIVATION = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+MLP_ACTIVATION = ("activation_batch", "activation_length", "activation_mlp")
 
 
 class Attention(nn.Module):
@@ -150,7 +151,7 @@ class Mlp(nn.Module):
             h_BxLxF = nn.gelu(gate_BxLxF, approximate=False) * up_BxLxF
         else:
             h_BxLxF = activation(cfg.mlp_activation)(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x_BxLxD))
-        h_BxLxF = constrain(h_BxLxF, ("activation_batch", "activation_length", "activation_mlp"))
+        h_BxLxF = constrain(h_BxLxF, MLP_ACTIVATION)
         return dense(cfg, cfg.hidden_size, ("mlp", "embed"), "wo")(h_BxLxF)
 
 

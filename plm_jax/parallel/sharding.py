@@ -145,8 +145,8 @@ def activation_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Iterato
 
 
 def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
-    """A sharding constraint by logical names; unchanged outside `activation_sharding`, and when the rule table
-    names none of these axes (a table from before activations had names leaves the partitioner free)."""
+    """A sharding constraint by logical names; `x` unchanged outside `activation_sharding`, and when the rule
+    table lacks any of these names (a table from before activations had names leaves the partitioner free)."""
     context = _ACTIVATION_SHARDING.get()
     if context is None:
         return x
