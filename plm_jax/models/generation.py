@@ -23,6 +23,7 @@ from plm_jax.models import decoding
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.decoder import CausalLM, decoding_setup, init_cache
 from plm_jax.models.encoder_decoder import EncoderDecoder
+from plm_jax.parallel.sharding import from_whole_batch
 
 
 class Seq2SeqGenerator:
@@ -46,9 +47,7 @@ class Seq2SeqGenerator:
         """Every host passes the same whole batch (rows divisible by the data-sharded device count)."""
         args = (encoder_input_ids, encoder_segment_ids, encoder_positions)
         if self.data_sharding is not None:
-            pi, pc = jax.process_index(), jax.process_count()
-            args = tuple(jax.make_array_from_process_local_data(self.data_sharding, np.split(np.asarray(a), pc)[pi])
-                         for a in args)
+            args = tuple(from_whole_batch(a, self.data_sharding) for a in args)
         return np.asarray(self._run(self.params, *args))
 
 

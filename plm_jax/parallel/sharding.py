@@ -130,6 +130,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def from_whole_batch(rows: np.ndarray, data_sharding: NamedSharding) -> jax.Array:
+    """The global array of a batch every host holds whole; each host feeds only its own share of the rows."""
+    pi, pc = jax.process_index(), jax.process_count()
+    return jax.make_array_from_process_local_data(data_sharding, np.split(np.asarray(rows), pc)[pi])
+
+
 _ACTIVATION_SHARDING: contextvars.ContextVar[tuple[Mesh, tuple] | None] = contextvars.ContextVar(
     "plm_jax_activation_sharding", default=None)
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from plm_jax.files import write_atomic
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.heads import check_finetune_head, finetune_dummy_inputs, finetune_model
-from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
+from plm_jax.parallel.sharding import batch_sharding, from_whole_batch, make_mesh, rules_from_config
 from plm_jax.tasks.text_tokenizer import TextTokenizer
 from plm_jax.train import finetune_data as fdata
 from plm_jax.train import starting_point
@@ -288,8 +288,7 @@ def close_all(bar: Any, stop: StopFlag, *closables: Any) -> None:
 
 def to_global(batch: dict[str, np.ndarray], data_sharding: Any) -> dict[str, jax.Array]:
     """Every host builds the same global batch; each feeds only its own share of the rows."""
-    pi, pc = jax.process_index(), jax.process_count()
-    return {k: jax.make_array_from_process_local_data(data_sharding, np.split(v, pc)[pi]) for k, v in batch.items()}
+    return {k: from_whole_batch(v, data_sharding) for k, v in batch.items()}
 
 
 def run_batches(predict_step: Any, params: Any, arrays: dict[str, np.ndarray], kind: str, batch_size: int,
