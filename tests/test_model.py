@@ -119,18 +119,44 @@ def test_bad_model_config_is_named():
         TransformerConfig.from_config({**TINY, "hiden_size": 3})
 
 
-def test_dropout_rate_and_scale():
+def test_dropout_rate_scale_and_independence():
     from plm_jax.models.layers import Dropout
 
-    x = np.ones((64, 33, 257), np.float32)  # odd last axis: the 16-bit halves must still cover every element
+    x = np.ones((64, 33, 257), np.float32)
     y = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
     kept = y != 0
-    assert abs(1 - kept.mean() - 0.1) < 0.003
-    np.testing.assert_allclose(y[kept], 65536 / (65536 - 6554), rtol=1e-6)
+    assert abs(1 - kept.mean() - 0.1) < 0.003  # 543k draws: 0.003 is 7 standard deviations
+    threshold = round(0.1 * 2**32)
+    np.testing.assert_allclose(y[kept], 2**32 / (2**32 - threshold), rtol=1e-6)
     assert abs(y.mean() - 1.0) < 0.005  # unbiased
+    # every slice along every axis keeps its share (a hash of the index must not leave stripes)
+    for axis in range(3):
+        share = kept.mean(axis=tuple(a for a in range(3) if a != axis))
+        n = kept.size / kept.shape[axis]
+        assert np.all(np.abs(share - 0.9) < 6 * np.sqrt(0.09 / n)), axis
+        # neighbours along the axis are independent
+        a, b = np.take(kept, range(kept.shape[axis] - 1), axis), np.take(kept, range(1, kept.shape[axis]), axis)
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01, axis
     z = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)}))
-    assert (kept != (z != 0)).mean() > 0.1  # another key, another mask
+    other = z != 0
+    assert abs(np.corrcoef(kept.ravel(), other.ravel())[0, 1]) < 0.01  # another key, an independent mask
     np.testing.assert_array_equal(Dropout(0.1).apply({}, x, deterministic=True), x)
+    np.testing.assert_array_equal(Dropout(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}),
+                                  0 * x)
+
+
+def test_dropout_mask_is_the_same_on_any_mesh():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from plm_jax.models.layers import Dropout
+
+    x = np.ones((8, 12, 16), np.float32)
+    apply = jax.jit(lambda x, key: Dropout(0.3).apply({}, x, deterministic=False, rngs={"dropout": key}))
+    whole = np.asarray(apply(x, jax.random.key(5)))
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("a", "b", "c"))
+    for spec in (PartitionSpec("a", "b", "c"), PartitionSpec(("a", "b", "c")), PartitionSpec(None, None, "a")):
+        split = apply(jax.device_put(x, NamedSharding(mesh, spec)), jax.random.key(5))
+        np.testing.assert_array_equal(np.asarray(split), whole)
 
 
 def test_fused_attention_matches_einsum_and_keeps_packing():
@@ -148,3 +174,23 @@ def test_fused_attention_matches_einsum_and_keeps_packing():
     np.testing.assert_allclose(b[valid], a[valid], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="no attention-probability dropout"):
         TransformerConfig(**TINY, attention="cudnn")
+
+
+def test_token_loss_sums_match_numpy_cross_entropy_accuracy_and_gradient():
+    from plm_jax.train.objectives import token_loss_sums
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (3, 5, 11)).astype(np.float32)
+    targets = rng.integers(0, 11, (3, 5)).astype(np.int32)
+    targets[0, :2] = logits[0, :2].argmax(-1)  # some right, most wrong
+    weights = rng.integers(0, 2, (3, 5)).astype(np.float32)
+    sums = token_loss_sums(logits, targets, weights)
+    shifted = logits - logits.max(-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(sums["loss_sum"], (nll * weights).sum(), rtol=1e-5)
+    np.testing.assert_allclose(sums["correct_sum"], ((logits.argmax(-1) == targets) * weights).sum())
+    np.testing.assert_allclose(sums["weight_sum"], weights.sum())
+    grad = jax.grad(lambda z: token_loss_sums(z, targets, weights)["loss_sum"])(logits)
+    expected = (np.exp(logp) - np.eye(11)[targets]) * weights[..., None]  # softmax minus one-hot
+    np.testing.assert_allclose(grad, expected, atol=1e-6)
