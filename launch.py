@@ -32,6 +32,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides real messages
 
+if __name__ == "__main__":  # first: glibc reads its malloc tunables only at start-up (plm_jax/huge_pages.py)
+    from plm_jax.huge_pages import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
