@@ -7,7 +7,8 @@ import pytest
 
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
-from plm_jax.train.bench import run_bench
+from plm_jax.train.bench import device_peak_flops, run_bench
+from plm_jax.train.peak_flops import table_peak_flops
 from plm_jax.train.pretrain import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +95,23 @@ def test_bench_runs_and_reports():
     # the per-op table names the model code behind each op; matmuls are found and timed
     assert len(r["top_ops"]) == 4 and r["op_ms_by_kind"]["matmul"] > 0
     assert any("BertForMaskedLM" in op["source"] for op in r["top_ops"]), r["top_ops"]
+
+
+def test_peak_flops_come_from_the_table_the_config_or_a_measurement():
+    import jax.numpy as jnp
+    import ml_collections
+
+    assert table_peak_flops("TPU v5 lite", jnp.bfloat16) == 197e12
+    assert table_peak_flops("TPU v5", jnp.bfloat16) == 459e12  # v5p, not matched as v5e
+    assert table_peak_flops("TPU v3", jnp.float32) == 61.5e12  # per core
+    assert table_peak_flops("NVIDIA H200", jnp.bfloat16) == 989e12
+    assert table_peak_flops("NVIDIA H100 PCIe", jnp.float32) == 378e12
+    assert table_peak_flops("cpu", jnp.float32) is None
+    bench = ml_collections.ConfigDict(dict(measure_peak=False, peak_flops=2e11))
+    assert device_peak_flops(bench, jnp.float32) == (2e11, "config")
+    bench.peak_flops = 0.0  # this machine is a CPU: not in the table, so measured
+    peak, source = device_peak_flops(bench, jnp.float32)
+    assert source == "measured" and peak > 1e9
 
 
 def test_op_profile_maps_trace_events_to_model_code():

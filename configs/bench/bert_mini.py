@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.update(batch_size=32, steps=1000, warmup_steps=100)
     config.mesh.update(data=-1, fsdp=1, tensor=1)
     config.bench = ml_collections.ConfigDict(
-        dict(name="bert_mini", head="sparse", steps=5, measure_peak=True, peak_flops=0.0,
+        dict(name="bert_mini", head="sparse", steps=5,
+             measure_peak=False, peak_flops=0.0,  # MFU's peak: a table for TPUs/GPUs, measured on CPUs
              pipeline=False, pipeline_batches=200,  # pipeline=True: tf.data tokens/s on config.data, same run
              op_profile=0)  # N > 0: the N slowest ops of the step, with the model code each came from
     )

@@ -26,11 +26,12 @@ from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
 from plm_jax.train import op_profile
 from plm_jax.train import state as state_lib
+from plm_jax.train.peak_flops import table_peak_flops
 from plm_jax.train.setup import build
 
 
 def measure_matmul_peak(n: int = 4096, reps: int = 3, dtype: Any = jnp.float32) -> float:
-    """Best fp32 n x n matmul rate on device 0 in FLOP/s: the MFU denominator on CPU (no spec sheet)."""
+    """Best n x n matmul rate on device 0 in FLOP/s: the MFU denominator on CPU (no spec sheet)."""
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     f = jax.jit(lambda x, y: x @ y)
     f(a, a).block_until_ready()
@@ -40,6 +41,17 @@ def measure_matmul_peak(n: int = 4096, reps: int = 3, dtype: Any = jnp.float32) 
         f(a, a).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2.0 * n**3 / best
+
+
+def device_peak_flops(bench: Any, dtype: Any) -> tuple[float, str]:
+    """Per-device peak and where it came from: the config's `peak_flops`, the table of known accelerators
+    (peak_flops.py), or a matmul measured here (CPUs, unknown devices, or `measure_peak=True`)."""
+    if float(bench.peak_flops) > 0:
+        return float(bench.peak_flops), "config"
+    known = None if bench.measure_peak else table_peak_flops(jax.devices()[0].device_kind, dtype)
+    if known:
+        return known, "table"
+    return measure_matmul_peak(dtype=jnp.dtype(dtype)), "measured"
 
 
 def synthetic_batch(rng: np.random.Generator, cfg: TransformerConfig, batch: int, seq_len: int,
@@ -89,20 +101,21 @@ def run_bench(config: Any) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     batches = [{k: jax.device_put(v, data_sharding) for k, v in
                 synthetic_batch(rng, cfg, batch, seq_len, predictions, dense_head).items()} for _ in range(2)]
-    peak_before = measure_matmul_peak() if bench.measure_peak else float(bench.peak_flops)
+    peak_before, peak_source = device_peak_flops(bench, cfg.compute_dtype)
 
     t = time.perf_counter()
     compiled = train_step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - t
     state, _ = compiled(state, batches[0])  # warm-up
     jax.block_until_ready(state)
-    times = []
+    times, faults_before = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(bench.steps):
         t = time.perf_counter()
         state, metrics = compiled(state, batches[i % 2])
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
-    peak = max(peak_before, measure_matmul_peak()) if bench.measure_peak else peak_before
+    faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / len(times)
+    peak = max(peak_before, measure_matmul_peak()) if peak_source == "measured" else peak_before
     op_rows = int(bench.get("op_profile", 0))
     if op_rows:
         holder = [state]
@@ -126,12 +139,13 @@ def run_bench(config: Any) -> dict[str, Any]:
         "devices": f"{jax.device_count()}x{device.device_kind}", "median_step_ms": 1e3 * median,
         "min_step_ms": 1e3 * best, "tokens_per_sec": batch * seq_len / median,
         "tokens_per_sec_per_device": batch * seq_len / median / jax.device_count(),
-        "gflop_per_step": flops / 1e9, "peak_gflops": peak / 1e9,
+        "gflop_per_step": flops / 1e9, "peak_gflops": peak / 1e9, "peak_source": peak_source,
         "mfu_pct_median": 100 * flops / median / (peak * jax.device_count()),
         "mfu_pct_best": 100 * flops / best / (peak * jax.device_count()),
         "compile_s": compile_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": mem.get("peak_bytes_in_use", 0) / 2**20, "steps_timed": len(times),
+        "page_faults_per_step": faults_per_step,  # host: see plm_jax/huge_pages.py
     }
     if op_rows:
         result["op_ms_by_kind"] = table["ms_by_kind"]
