@@ -31,10 +31,12 @@ def _last_json(text: str) -> dict:
     return json.loads(lines[-1])
 
 
-def run_peer(python: str, impl: str, size: str, seq: int, batch: int, steps: int) -> dict:
+def run_peer(python: str, impl: str, size: str, seq: int, batch: int, steps: int,
+             extra_env: dict[str, str] | None = None) -> dict:
     cmd = [python, os.path.join(PEER_DIR, "peer_bert_train.py"), "--impl", impl, "--config", size,
            "--seq", str(seq), "--batch", str(batch), "--steps", str(steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=PEER_DIR)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=PEER_DIR,
+                         env={**os.environ, **(extra_env or {})})
     r = _last_json(out.stdout)
     return {"tokens_per_sec": r["tokens_per_s"], "median_step_ms": 1e3 * r["median_step_s"],
             "first_step_s": r["first_step_s"], "peak_rss_mb": r["peak_rss_mb"]}
@@ -65,6 +67,9 @@ def main() -> None:
     p.add_argument("--peer-python", default="/tmp/plm-peers-venv/bin/python")
     p.add_argument("--impls", nargs="+", default=list(PEERS + OURS))
     p.add_argument("--out", default=None, help="also write the markdown table here")
+    p.add_argument("--peer-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="environment for the peers' processes, e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (what "
+                        "launch.py sets for ours; it slows PyTorch down, so the default leaves the peers as they are)")
     a = p.parse_args()
 
     rows: dict[tuple[str, str], list[dict]] = {}
@@ -74,7 +79,8 @@ def main() -> None:
                 print(f"round {rnd} {size} {impl} load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
                 try:
                     if impl in PEERS:
-                        r = run_peer(a.peer_python, impl, size, a.seq, a.batch, a.steps)
+                        r = run_peer(a.peer_python, impl, size, a.seq, a.batch, a.steps,
+                                     dict(kv.split("=", 1) for kv in a.peer_env))
                     else:
                         r = run_ours(impl.rsplit("_", 1)[1], size, a.seq, a.batch, a.steps)
                 except subprocess.CalledProcessError as e:

@@ -54,3 +54,18 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="missing from the checkpoint.*layer_1"):
         Checkpointer(str(tmp_path)).restore(1, abstract)
     assert (tmp_path / "1").exists()  # nothing was lost
+
+
+def test_a_second_save_of_the_same_step_is_skipped(tmp_path):
+    """A stop signal that lands on a periodic checkpoint's step saves again with force=True: it must find the
+    checkpoint there, not fail (Orbax raises StepAlreadyExistsError), and the first one must stay as it was."""
+    _, saved = _state(CFG, (1, 1, 1))
+    ckpt = Checkpointer(str(tmp_path))
+    assert ckpt.save(20, saved, {"rows_consumed": 640})
+    assert not ckpt.save(20, saved, {"rows_consumed": 999}, force=True)  # in flight or done: skipped
+    ckpt.close()
+    reader = Checkpointer(str(tmp_path))
+    assert not reader.save(20, saved, {"rows_consumed": 999}, force=True)  # on disk from an earlier process
+    abstract, _ = _state(CFG, (1, 1, 1))
+    assert reader.restore(20, abstract)[1] == {"rows_consumed": 640}
+    reader.close()

@@ -55,6 +55,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=use_async, create=True, cleanup_tmp_directories=True
         )
+        self._last_saved: int | None = None
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -65,8 +66,15 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, data: dict[str, Any], *, force: bool = False) -> bool:
+        """Saves `step` unless it is already saved or being saved: a stop signal that lands on a periodic
+        checkpoint's step finds its checkpoint there (Orbax would raise StepAlreadyExistsError)."""
+        if step == self._last_saved or step in self.manager.all_steps():
+            return False
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data))
-        return self.manager.save(step, args=args, force=force)
+        saved = self.manager.save(step, args=args, force=force)
+        if saved:
+            self._last_saved = step
+        return saved
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restores onto the shardings attached to `abstract_state` (any mesh shape).
