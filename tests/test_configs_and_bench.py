@@ -106,6 +106,8 @@ def test_peak_flops_come_from_the_table_the_config_or_a_measurement():
     assert table_peak_flops("TPU v3", jnp.float32) == 61.5e12  # per core
     assert table_peak_flops("NVIDIA H200", jnp.bfloat16) == 989e12
     assert table_peak_flops("NVIDIA H100 PCIe", jnp.float32) == 378e12
+    assert table_peak_flops("NVIDIA A100-SXM4-80GB", jnp.bfloat16) == 312e12
+    assert table_peak_flops("NVIDIA L40S", jnp.bfloat16) is None  # not the L4: measured instead
     assert table_peak_flops("cpu", jnp.float32) is None
     bench = ml_collections.ConfigDict(dict(measure_peak=False, peak_flops=2e11))
     assert device_peak_flops(bench, jnp.float32) == (2e11, "config")

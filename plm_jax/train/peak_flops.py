@@ -8,11 +8,12 @@ useful spec-sheet figure: bench.py measures one with a large matmul.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax.numpy as jnp
 
-# (substring of jax.Device.device_kind, lowercase) -> TFLOP/s per device for (bf16, fp32); most specific first.
+# (words in jax.Device.device_kind, lowercase) -> TFLOP/s per device for (bf16, fp32); most specific first.
 _TABLE: tuple[tuple[str, float, float], ...] = (
     ("tpu v6", 918.0, 918.0),  # Trillium (v6e)
     ("tpu v5 lite", 197.0, 197.0),  # v5e
@@ -37,6 +38,6 @@ def table_peak_flops(device_kind: str, dtype: Any) -> float | None:
     kind = device_kind.lower()
     half = jnp.dtype(dtype).itemsize <= 2
     for key, bf16, fp32 in _TABLE:
-        if key in kind:
+        if re.search(rf"\b{key}\b", kind):  # whole words: "l4" is not the L40S
             return 1e12 * (bf16 if half else fp32)
     return None
