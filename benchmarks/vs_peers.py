@@ -71,6 +71,10 @@ def main() -> None:
                    help="environment for the peers' processes, e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (what "
                         "launch.py sets for ours; it slows PyTorch down, so the default leaves the peers as they are)")
     a = p.parse_args()
+    bad = [kv for kv in a.peer_env if "=" not in kv]
+    if bad:
+        p.error(f"--peer-env takes KEY=VALUE, got {bad[0]!r}")
+    peer_env = dict(kv.split("=", 1) for kv in a.peer_env)
 
     rows: dict[tuple[str, str], list[dict]] = {}
     for size in a.sizes:
@@ -79,8 +83,7 @@ def main() -> None:
                 print(f"round {rnd} {size} {impl} load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
                 try:
                     if impl in PEERS:
-                        r = run_peer(a.peer_python, impl, size, a.seq, a.batch, a.steps,
-                                     dict(kv.split("=", 1) for kv in a.peer_env))
+                        r = run_peer(a.peer_python, impl, size, a.seq, a.batch, a.steps, peer_env)
                     else:
                         r = run_ours(impl.rsplit("_", 1)[1], size, a.seq, a.batch, a.steps)
                 except subprocess.CalledProcessError as e:

@@ -115,7 +115,8 @@ def run_bench(config: Any) -> dict[str, Any]:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / len(times)
-    peak = max(peak_before, measure_matmul_peak()) if peak_source == "measured" else peak_before
+    peak = (max(peak_before, measure_matmul_peak(dtype=jnp.dtype(cfg.compute_dtype))) if peak_source == "measured"
+            else peak_before)
     op_rows = int(bench.get("op_profile", 0))
     if op_rows:
         holder = [state]
