@@ -10,7 +10,7 @@ import dataclasses
 
 import ml_collections
 
-from plm_jax.data.sources import default_data_config
+from plm_jax.data.data_config import default_data_config
 from plm_jax.models.config import TransformerConfig
 from plm_jax.parallel.sharding import DEFAULT_RULES
 

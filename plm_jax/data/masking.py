@@ -8,22 +8,15 @@ the loss covers every selected token, whether it became [MASK], a random token o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from plm_jax.data.data_config import resolve_max_predictions
+
 _RNG_ALG = "philox"  # explicit: "auto_select" may pick a different generator on another device
-
-
-def resolve_max_predictions(data_cfg: ml_collections.ConfigDict) -> int:
-    """data_cfg.max_predictions, or ceil(mask_rate * seq_len) when it is 0."""
-    if int(data_cfg.max_predictions) > 0:
-        return int(data_cfg.max_predictions)
-    # The small epsilon keeps float noise (0.15 * 100 = 15.000000000000002) from adding a slot.
-    return max(1, math.ceil(float(data_cfg.mask_rate) * int(data_cfg.seq_len) - 1e-9))
 
 
 def validate_mlm_config(data_cfg: ml_collections.ConfigDict) -> None:

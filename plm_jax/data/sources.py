@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import ml_collections
 import tensorflow as tf
 
+from plm_jax.data.data_config import default_data_config  # noqa: F401  (re-exported: its old home)
 from plm_jax.errors import DataUnavailableError
 
 if TYPE_CHECKING:
@@ -26,35 +27,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "eval")
 SOURCES = ("tfds", "text", "jsonl")
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """Defaults for the `data` section of a config; see the module docstrings for each field's meaning."""
-    return ml_collections.ConfigDict(
-        {
-            "source": "tfds",  # "tfds" | "text" | "jsonl"
-            "tfds_name": "plm_wiki_offline",
-            "tfds_text_feature": "text",
-            "tfds_train_split": "train",
-            "tfds_eval_split": "validation",
-            "tfds_data_dir": "",  # "" = the TFDS default (~/tensorflow_datasets)
-            "paths": (),  # local files or glob patterns for "text"/"jsonl"; one document per line
-            "jsonl_field": "text",
-            "eval_every_nth": 20,  # local files: usable document i is in eval iff i % eval_every_nth == 0
-            "tokenizer": "",  # SentencePiece model path ("" = the trainer picks workdir/tokenizer.model)
-            "seq_len": 128,
-            "shuffle_buffer": 10_000,  # documents
-            "mask_rate": 0.15,
-            "eval_mask_rate": 0.0,  # held-out MLM accuracy at this rate (MosaicBERT: 0.15); 0 = mask_rate
-            "mask_token_frac": 0.8,
-            "random_token_frac": 0.1,
-            "max_predictions": 0,  # 0 = ceil(mask_rate * seq_len)
-            # T5 span corruption (objective "span_corruption"); see data/span_corruption.py
-            "noise_density": 0.15,  # fraction of raw tokens replaced by sentinel spans
-            "mean_noise_span_length": 3.0,  # mean tokens per noise span
-            "num_sentinels": 100,  # sentinel ids vocab_size .. vocab_size + num_sentinels - 1
-        }
-    )
 
 
 @dataclasses.dataclass(frozen=True)

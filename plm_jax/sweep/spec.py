@@ -248,7 +248,7 @@ def budget_steps(budget: tuple[str, float], config: ml_collections.ConfigDict, w
     if kind == "flops":
         if config.objective != "mlm":
             raise SweepError(f"{where}: a flops budget is counted for objective mlm only, not {config.objective}")
-        from plm_jax.data.masking import resolve_max_predictions
+        from plm_jax.data.data_config import resolve_max_predictions
         from plm_jax.models.config import TransformerConfig
         from plm_jax.models.flops import mlm_train_flops_per_step
 

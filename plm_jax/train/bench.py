@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plm_jax.data.masking import resolve_max_predictions
+from plm_jax.data.data_config import resolve_max_predictions
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
 from plm_jax.train import op_profile

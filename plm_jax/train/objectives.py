@@ -42,7 +42,7 @@ class Objective:
         seq_len = int(data_cfg.seq_len)
         tokens = (batch_size, seq_len)
         if self.name == "mlm":
-            from plm_jax.data.masking import resolve_max_predictions
+            from plm_jax.data.data_config import resolve_max_predictions
 
             preds = (batch_size, resolve_max_predictions(data_cfg))
             return dict(input_ids=(tokens, jnp.int32), segment_ids=(tokens, jnp.int32),
