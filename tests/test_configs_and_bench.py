@@ -1,7 +1,10 @@
 """Every shipped config loads and validates; the bench command runs and counts FLOPs like a hand count."""
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +15,7 @@ from plm_jax.train.peak_flops import table_peak_flops
 from plm_jax.train.pretrain import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ["configs/quickstart.py", "configs/bench/bert_mini.py"]
+CONFIGS = ["configs/quickstart.py", "configs/bench/bert_mini.py", "configs/bench/bert_base.py"]
 
 
 def load_config(path):
@@ -97,6 +100,41 @@ def test_bench_runs_and_reports():
     assert any("BertForMaskedLM" in op["source"] for op in r["top_ops"]), r["top_ops"]
 
 
+@pytest.mark.slow
+def test_bench_runs_on_a_host_without_tensorflow():
+    """GPU images often have JAX but no TensorFlow: the train step and `bench` must not need it."""
+    block = ("import sys, runpy\n"
+             "for name in ('tensorflow', 'tensorflow_text', 'tensorflow_datasets'): sys.modules[name] = None\n"
+             "sys.argv = ['launch.py', 'bench', '--config', 'configs/bench/bert_mini.py', '--config.bench.steps=1',"
+             " '--config.model.num_layers=1', '--config.model.hidden_size=32', '--config.model.num_heads=2',"
+             " '--config.model.mlp_dim=64', '--config.model.vocab_size=512', '--config.bench.peak_flops=1e11']\n"
+             "runpy.run_path('launch.py', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PLM_JAX_HUGE_PAGES": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_sec"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_runs_its_parts_and_tabulates(tmp_path):
+    """benchmarks/gpu_bert_base.py at BERT-tiny shapes on the CPU: the script a GPU lease runs must not fail there."""
+    out = subprocess.run([sys.executable, "benchmarks/gpu_bert_base.py", "--smoke", "--out", str(tmp_path),
+                          "--parts", "peak,ours_einsum_sparse,torch_eager"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["part"] for r in records] == ["peak", "ours_einsum_sparse", "torch_eager"]
+    assert not [r for r in records if "error" in r], records
+    ours, torch = records[1], records[2]
+    assert ours["head"] == "sparse" and ours["layers"] == 2 and torch["attn"] == "sdpa"
+    ratio = ours["tokens_per_sec"] / torch["tokens_per_sec"]
+    assert f"| ours_einsum_sparse | {ours['tokens_per_sec']:,.0f} | {ratio:.2f}x |" in out.stdout
+    assert "===== torch_eager" in (tmp_path / "parts.log").read_text()
+    bad = subprocess.run([sys.executable, "benchmarks/gpu_bert_base.py", "--smoke", "--parts", "nope"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown ['nope']" in bad.stderr
+
+
 def test_peak_flops_come_from_the_table_the_config_or_a_measurement():
     import jax.numpy as jnp
     import ml_collections
@@ -135,6 +173,11 @@ def test_op_profile_maps_trace_events_to_model_code():
     table = op_profile.op_table(events, compiled.as_text(), steps=2)
     assert table["ops"][0]["ms"] == 2.0 and table["ms_by_kind"] == {"matmul": 2.0}
     assert table["ops"][0]["shape"].endswith("[64,16]")
+    # a GPU trace: kernels name their instruction in args.hlo_op, and the host's launch events are not counted
+    gpu_events = [{"ph": "X", "name": "sm90_xmma_gemm_bf16", "dur": 500, "args": {"hlo_op": dots[0]}},
+                  {"ph": "X", "name": "sm90_xmma_gemm_bf16", "dur": 700, "args": {"hlo_op": dots[0]}},
+                  {"ph": "X", "name": dots[0], "dur": 9000}]
+    assert op_profile.op_table(gpu_events, compiled.as_text(), steps=1)["ms_by_kind"] == {"matmul": 1.2}
     # a real trace: the dot ran, so it is in the table
     traced = op_profile.op_table(op_profile.trace_events(lambda: compiled(x, w), 2), compiled.as_text(), 2)
     assert any(row["kind"] == "matmul" for row in traced["ops"]), traced

@@ -64,9 +64,14 @@ def op_table(events: list[dict[str, Any]], hlo_text: str, steps: int) -> dict[st
     """Per-op milliseconds per step, largest first, and totals per kind (matmul, copy/transpose, other)."""
     ops = hlo_ops(hlo_text)
     micros: collections.Counter[str] = collections.Counter()
-    for e in events:
-        if e["name"] in ops:
-            micros[e["name"]] += e.get("dur", 0)
+    # On a GPU each kernel is a device event named after the kernel (a cuBLAS gemm, say) whose `hlo_op` argument
+    # names the instruction; the host's launch events would count the same op again, so only kernels count there.
+    # On a CPU the op's own event carries the instruction's name.
+    kernels = [e for e in events if (e.get("args") or {}).get("hlo_op") in ops]
+    for e in kernels or events:
+        name = e["args"]["hlo_op"] if kernels else e["name"]
+        if name in ops:
+            micros[name] += e.get("dur", 0)
     rows = []
     by_kind: collections.Counter[str] = collections.Counter()
     for name, us in micros.most_common():
