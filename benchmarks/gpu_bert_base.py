@@ -194,6 +194,11 @@ def plan(shape: dict, batch: int, steps: int, smoke: bool) -> list[tuple[str, li
         ("ours_cudnn_sparse_profile", ours_command(shape, batch, steps, "cudnn", "sparse",
                                                    "--config.bench.op_profile=40"), 180),
         ("ours_cudnn_sparse_batch2x", ours_command(shape, 2 * batch, steps, "cudnn", "sparse"), 150),
+        ("ours_cudnn_sparse_scan", ours_command(shape, batch, steps, "cudnn", "sparse",
+                                                "--config.model.scan_layers=True"), 150),
+        # cuBLAS for every matmul instead of XLA's choice between it and Triton-generated kernels
+        ("ours_cudnn_sparse_no_triton_gemm", ["env", "XLA_FLAGS=--xla_gpu_enable_triton_gemm=false"]
+         + ours_command(shape, batch, steps, "cudnn", "sparse"), 150),
     ]
     return [p for p in parts if not (smoke and "cudnn" in p[0])]  # cuDNN attention needs a GPU
 
