@@ -54,7 +54,7 @@ def run_ours(head: str, size: str, seq: int, batch: int, steps: int) -> dict:
     r = _last_json(out.stdout)
     return {"tokens_per_sec": r["tokens_per_sec"], "median_step_ms": r["median_step_ms"],
             "first_step_s": r["compile_s"], "peak_rss_mb": r["peak_rss_mb"], "mfu_pct": r["mfu_pct_median"],
-            "peak_gflops": r["peak_gflops"]}
+            "peak_gflops": r["peak_gflops"], "page_faults_per_step": r["page_faults_per_step"]}
 
 
 def main() -> None:
