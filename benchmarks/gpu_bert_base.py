@@ -27,6 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from vs_peers import bench_command, last_json  # noqa: E402  (benchmarks/, the script's own folder)
+
 BASE = dict(layers=12, hidden=768, heads=12, vocab=30522, seq=128)
 SMOKE = dict(layers=2, hidden=128, heads=2, vocab=30522, seq=128)
 
@@ -116,22 +118,10 @@ def part_torch(shape: dict, batch: int, steps: int, compile_: bool) -> dict:
 
 
 def ours_command(shape: dict, batch: int, steps: int, attention: str, head: str, *extra: str) -> list[str]:
-    cmd = [sys.executable, os.path.join(ROOT, "launch.py"), "bench", "--config",
-           os.path.join(ROOT, "configs", "bench", "bert_base.py"), f"--config.model.num_layers={shape['layers']}",
-           f"--config.model.hidden_size={shape['hidden']}", f"--config.model.num_heads={shape['heads']}",
-           f"--config.model.mlp_dim={4 * shape['hidden']}", f"--config.data.seq_len={shape['seq']}",
-           f"--config.train.batch_size={batch}", f"--config.bench.steps={steps}", f"--config.bench.head={head}",
-           f"--config.model.attention={attention}"]
     if attention != "einsum":  # jax.nn.dot_product_attention has no attention-probability dropout
-        cmd.append("--config.model.attention_dropout_rate=0")
-    return cmd + list(extra)
-
-
-def _last_json(text: str) -> dict:
-    lines = [line for line in text.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError("no JSON result")
-    return json.loads(lines[-1])
+        extra = ("--config.model.attention_dropout_rate=0", *extra)
+    return bench_command("bert_base", shape["layers"], shape["hidden"], shape["heads"], shape["seq"], batch, steps,
+                         head, f"--config.model.attention={attention}", *extra)
 
 
 def run_part(name: str, cmd: list[str], timeout: float, log_dir: str) -> dict:
@@ -149,10 +139,10 @@ def run_part(name: str, cmd: list[str], timeout: float, log_dir: str) -> dict:
     try:
         if status != 0:
             raise RuntimeError(f"exit {status}")
-        record.update(_last_json(out.stdout))
+        record.update(last_json(out.stdout))
     except (RuntimeError, json.JSONDecodeError) as err:
         tail = [line for line in text.strip().splitlines() if line.strip()][-3:]
-        record["error"] = f"{err}: " + " | ".join(tail)[-600:]
+        record["error"] = f"{str(err).splitlines()[0]}: " + " | ".join(tail)[-600:]
     print(json.dumps(record), flush=True)
     return record
 

@@ -24,7 +24,7 @@ PEERS = ("torch", "torch_compile", "flax")
 OURS = ("plm_jax_sparse", "plm_jax_dense")
 
 
-def _last_json(text: str) -> dict:
+def last_json(text: str) -> dict:
     lines = [line for line in text.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"no JSON result in output:\n{text[-2000:]}")
@@ -37,21 +37,26 @@ def run_peer(python: str, impl: str, size: str, seq: int, batch: int, steps: int
            "--seq", str(seq), "--batch", str(batch), "--steps", str(steps)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=PEER_DIR,
                          env={**os.environ, **(extra_env or {})})
-    r = _last_json(out.stdout)
+    r = last_json(out.stdout)
     return {"tokens_per_sec": r["tokens_per_s"], "median_step_ms": 1e3 * r["median_step_s"],
             "first_step_s": r["first_step_s"], "peak_rss_mb": r["peak_rss_mb"]}
 
 
+def bench_command(config: str, layers: int, hidden: int, heads: int, seq: int, batch: int, steps: int, head: str,
+                  *extra: str) -> list[str]:
+    """`launch.py bench` on configs/bench/<config>.py at this shape (MLP 4 x hidden); `extra` adds overrides."""
+    return [sys.executable, os.path.join(ROOT, "launch.py"), "bench", "--config",
+            os.path.join(ROOT, "configs", "bench", f"{config}.py"), f"--config.model.num_layers={layers}",
+            f"--config.model.hidden_size={hidden}", f"--config.model.num_heads={heads}",
+            f"--config.model.mlp_dim={4 * hidden}", f"--config.data.seq_len={seq}",
+            f"--config.train.batch_size={batch}", f"--config.bench.head={head}", f"--config.bench.steps={steps}",
+            *extra]
+
+
 def run_ours(head: str, size: str, seq: int, batch: int, steps: int) -> dict:
-    layers, hidden, heads = SIZES[size]
-    cmd = [sys.executable, os.path.join(ROOT, "launch.py"), "bench", "--config",
-           os.path.join(ROOT, "configs", "bench", "bert_mini.py"), f"--config.model.num_layers={layers}",
-           f"--config.model.hidden_size={hidden}", f"--config.model.num_heads={heads}",
-           f"--config.model.mlp_dim={4 * hidden}", f"--config.data.seq_len={seq}",
-           f"--config.train.batch_size={batch}", f"--config.bench.head={head}", f"--config.bench.steps={steps}",
-           f"--config.bench.name={size}"]
+    cmd = bench_command("bert_mini", *SIZES[size], seq, batch, steps, head, f"--config.bench.name={size}")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-    r = _last_json(out.stdout)
+    r = last_json(out.stdout)
     return {"tokens_per_sec": r["tokens_per_sec"], "median_step_ms": r["median_step_ms"],
             "first_step_s": r["compile_s"], "peak_rss_mb": r["peak_rss_mb"], "mfu_pct": r["mfu_pct_median"],
             "peak_gflops": r["peak_gflops"], "page_faults_per_step": r["page_faults_per_step"]}

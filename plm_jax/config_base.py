@@ -73,6 +73,18 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
     return pretrain_config("mlm")
 
 
+def bench_config(name: str, steps: int) -> ml_collections.ConfigDict:
+    """An MLM pretraining config plus the `bench` section that `launch.py bench` reads (train/bench.py)."""
+    config = mlm_pretrain_config()
+    config.bench = ml_collections.ConfigDict(
+        dict(name=name, head="sparse", steps=steps,  # head: sparse (as trained) | dense (every position, the peers')
+             measure_peak=False, peak_flops=0.0,  # MFU's peak: a table for TPUs/GPUs, measured on CPUs
+             pipeline=False, pipeline_batches=200,  # pipeline=True: tf.data tokens/s on config.data, same run
+             op_profile=0)  # N > 0: the N slowest ops of the step, with the model code each came from
+    )
+    return config
+
+
 def finetune_config() -> ml_collections.ConfigDict:
     """Keys of a fine-tuning run (`launch.py finetune`). The model's shape comes from `init`."""
     from plm_jax.tasks.classification import default_task_config

@@ -16,20 +16,14 @@ H200: 989 TFLOP/s dense). Variants:
 
 import ml_collections
 
-from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.config_base import bench_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = mlm_pretrain_config()
+    config = bench_config("bert_base", steps=20)
     config.model.update(vocab_size=30522, num_layers=12, hidden_size=768, num_heads=12, mlp_dim=3072, max_len=512,
                         dtype="bfloat16")
     config.data.seq_len = 128
     config.train.update(batch_size=256, steps=1000, warmup_steps=100)
     config.mesh.update(data=-1, fsdp=1, tensor=1)
-    config.bench = ml_collections.ConfigDict(
-        dict(name="bert_base", head="sparse", steps=20,
-             measure_peak=False, peak_flops=0.0,  # MFU's peak: a table for TPUs/GPUs, measured on CPUs
-             pipeline=False, pipeline_batches=200,
-             op_profile=0)
-    )
     return config

@@ -17,19 +17,13 @@ BERT-small = 4/512/8/2048.
 
 import ml_collections
 
-from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.config_base import bench_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = mlm_pretrain_config()
+    config = bench_config("bert_mini", steps=5)
     config.model.update(vocab_size=30522, num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024, max_len=512)
     config.data.seq_len = 128
     config.train.update(batch_size=32, steps=1000, warmup_steps=100)
     config.mesh.update(data=-1, fsdp=1, tensor=1)
-    config.bench = ml_collections.ConfigDict(
-        dict(name="bert_mini", head="sparse", steps=5,
-             measure_peak=False, peak_flops=0.0,  # MFU's peak: a table for TPUs/GPUs, measured on CPUs
-             pipeline=False, pipeline_batches=200,  # pipeline=True: tf.data tokens/s on config.data, same run
-             op_profile=0)  # N > 0: the N slowest ops of the step, with the model code each came from
-    )
     return config
