@@ -50,7 +50,7 @@ def word_corpus_setup(tmp, seq_len: int):
     """(data config, 200-piece tokenizer) over 120 documents of random made-up words: the pipeline tests' data."""
     import random
 
-    from plm_jax.data.sources import default_data_config
+    from plm_jax.data.data_config import default_data_config
     from plm_jax.data.tokenizer import train_tokenizer
 
     rng = random.Random(0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from plm_jax.data.masking import mask_example, resolve_max_predictions, validate_mlm_config
+from plm_jax.data.data_config import resolve_max_predictions
+from plm_jax.data.masking import mask_example, validate_mlm_config
 
 VOCAB, SEQ_LEN, PAD, CLS, SEP, MASK = 1000, 128, 0, 2, 3, 4
 SPECIAL = (PAD, CLS, SEP, MASK)

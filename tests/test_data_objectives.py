@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from plm_jax.data.causal_lm import causal_targets
-from plm_jax.data.masking import mask_example, resolve_max_predictions
+from plm_jax.data.data_config import default_data_config, resolve_max_predictions
+from plm_jax.data.masking import mask_example
 from plm_jax.data.pipeline import (
     OBJECTIVES,
     _deterministic_options,
@@ -16,7 +17,6 @@ from plm_jax.data.pipeline import (
     pretrain_dataset,
     span_corruption_dataset,
 )
-from plm_jax.data.sources import default_data_config
 from plm_jax.data.span_corruption import (
     corrupt_row,
     random_spans_noise_mask,

@@ -5,7 +5,8 @@ import json
 import pytest
 import tensorflow as tf
 
-from plm_jax.data.sources import default_data_config, document_dataset, iter_documents, scan_local_files
+from plm_jax.data.data_config import default_data_config
+from plm_jax.data.sources import document_dataset, iter_documents, scan_local_files
 
 
 def local_cfg(paths, source="text", every_nth=3):

@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 
 import plm_jax.data.corpora  # noqa: F401  (registers the builder)
 from plm_jax.data.corpora import wiki_offline
-from plm_jax.data.sources import default_data_config, document_dataset, iter_documents
+from plm_jax.data.data_config import default_data_config
+from plm_jax.data.sources import document_dataset, iter_documents
 
 N_ENTRIES = 300
 

@@ -12,7 +12,7 @@ import ml_collections
 
 
 def default_data_config() -> ml_collections.ConfigDict:
-    """Defaults for the `data` section of a config; see the module docstrings for each field's meaning."""
+    """Defaults for the `data` section of a config; sources.py, masking.py and span_corruption.py say more."""
     return ml_collections.ConfigDict(
         {
             "source": "tfds",  # "tfds" | "text" | "jsonl"

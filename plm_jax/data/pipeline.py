@@ -19,7 +19,8 @@ import ml_collections
 import tensorflow as tf
 
 from plm_jax.data.causal_lm import causal_targets
-from plm_jax.data.masking import mask_example, resolve_max_predictions, validate_mlm_config
+from plm_jax.data.data_config import resolve_max_predictions
+from plm_jax.data.masking import mask_example, validate_mlm_config
 from plm_jax.data.packing import pack_token_blocks
 from plm_jax.data.shuffle import stateless_window_shuffle
 from plm_jax.data.sources import document_dataset

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import ml_collections
 import tensorflow as tf
 
-from plm_jax.data.data_config import default_data_config  # noqa: F401  (re-exported: its old home)
 from plm_jax.errors import DataUnavailableError
 
 if TYPE_CHECKING:

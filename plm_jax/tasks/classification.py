@@ -180,7 +180,8 @@ def _local_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterat
 
 def task_tfds_builder(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Any, str]:
     """The TFDS builder of a task's dataset and the TFDS name of its `split` ("train"/"eval"/"test"), checked."""
-    from plm_jax.data.sources import default_data_config, tfds_builder
+    from plm_jax.data.data_config import default_data_config
+    from plm_jax.data.sources import tfds_builder
 
     if not task_cfg.tfds_name:
         raise ValueError("task.tfds_name is empty: name the TFDS dataset (or set task.source='local')")

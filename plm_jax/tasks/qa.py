@@ -104,7 +104,8 @@ def load_squad_tfds(name: str, split: str, data_dir: str | None = None) -> list[
     """
     import tensorflow_datasets as tfds
 
-    from plm_jax.data.sources import default_data_config, tfds_builder
+    from plm_jax.data.data_config import default_data_config
+    from plm_jax.data.sources import tfds_builder
 
     cfg = default_data_config()
     cfg.update({"source": "tfds", "tfds_name": name, "tfds_data_dir": data_dir or ""})

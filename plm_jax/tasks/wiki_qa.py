@@ -64,7 +64,8 @@ def build_wiki_qa(out_dir: str, *, data_dir: str | None = None, max_per_split: i
     """
     import tensorflow_datasets as tfds
 
-    from plm_jax.data.sources import default_data_config, tfds_builder
+    from plm_jax.data.data_config import default_data_config
+    from plm_jax.data.sources import tfds_builder
 
     if max_per_split < 0:
         raise ValueError(f"max_per_split must be >= 0 (0 = all), got {max_per_split}")
