@@ -130,9 +130,10 @@ def run_part(name: str, cmd: list[str], timeout: float, log_dir: str) -> dict:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         text, status = out.stdout + out.stderr, out.returncode
-    except subprocess.TimeoutExpired as err:
-        text, status = f"{err.stdout or ''}{err.stderr or ''}\nTIMEOUT after {timeout:.0f} s", "timeout"
-        text = text if isinstance(text, str) else str(text)
+    except subprocess.TimeoutExpired as err:  # its partial output comes as bytes, even with text=True
+        partial = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+                          for x in (err.stdout, err.stderr))
+        text, status = f"{partial}\nTIMEOUT after {timeout:.0f} s", "timeout"
     with open(os.path.join(log_dir, "parts.log"), "a") as f:
         f.write(f"===== {name}: {' '.join(cmd)}\n{text}\n")
     record: dict = {"part": name, "wall_s": round(time.perf_counter() - t, 1)}

@@ -135,6 +135,21 @@ def test_gpu_benchmark_script_runs_its_parts_and_tabulates(tmp_path):
     assert bad.returncode == 2 and "unknown ['nope']" in bad.stderr
 
 
+def test_gpu_benchmark_part_that_fails_or_times_out_is_recorded_with_its_output(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import gpu_bert_base
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    slow = [sys.executable, "-c", "import time; print('half way', flush=True); time.sleep(30)"]
+    record = gpu_bert_base.run_part("slow", slow, 1, str(tmp_path))
+    assert record["error"].startswith("exit timeout") and "half way" in record["error"]
+    failing = [sys.executable, "-c", "raise SystemExit('no GPU here')"]
+    assert "no GPU here" in gpu_bert_base.run_part("failing", failing, 30, str(tmp_path))["error"]
+    log = (tmp_path / "parts.log").read_text()
+    assert "===== slow" in log and "TIMEOUT after 1 s" in log and "===== failing" in log
+
+
 def test_peak_flops_come_from_the_table_the_config_or_a_measurement():
     import jax.numpy as jnp
     import ml_collections
