@@ -212,8 +212,6 @@ def main() -> None:
         return
 
     batch, steps = (8, 2) if args.smoke else (args.batch, args.steps)
-    os.makedirs(args.out, exist_ok=True)
-    open(os.path.join(args.out, "parts.log"), "w").close()
     parts = plan(shape, batch, steps, args.smoke)
     if args.parts:
         wanted = args.parts.split(",")
@@ -221,6 +219,8 @@ def main() -> None:
         if unknown:
             parser.error(f"--parts: unknown {unknown}; known: {[name for name, _, _ in parts]}")
         parts = [p for p in parts if p[0] in wanted]
+    os.makedirs(args.out, exist_ok=True)
+    open(os.path.join(args.out, "parts.log"), "w").close()
     start, records = time.perf_counter(), []
     for name, cmd, timeout in parts:
         left = args.budget_s - (time.perf_counter() - start)

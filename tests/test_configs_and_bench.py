@@ -101,18 +101,21 @@ def test_bench_runs_and_reports():
 
 
 @pytest.mark.slow
-def test_bench_runs_on_a_host_without_tensorflow():
-    """GPU images often have JAX but no TensorFlow: the train step and `bench` must not need it."""
-    block = ("import sys, runpy\n"
-             "for name in ('tensorflow', 'tensorflow_text', 'tensorflow_datasets'): sys.modules[name] = None\n"
-             "sys.argv = ['launch.py', 'bench', '--config', 'configs/bench/bert_mini.py', '--config.bench.steps=1',"
-             " '--config.model.num_layers=1', '--config.model.hidden_size=32', '--config.model.num_heads=2',"
-             " '--config.model.mlp_dim=64', '--config.model.vocab_size=512', '--config.bench.peak_flops=1e11']\n"
-             "runpy.run_path('launch.py', run_name='__main__')\n")
-    out = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PLM_JAX_HUGE_PAGES": "0"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_sec"] > 0
+def test_bench_and_compile_only_run_on_a_host_without_tensorflow():
+    """GPU images often have JAX but no TensorFlow: the train step, `bench` and `compile-only` must not need it."""
+    tiny = ["--config", "configs/bench/bert_mini.py", "--config.model.num_layers=1", "--config.model.hidden_size=32",
+            "--config.model.num_heads=2", "--config.model.mlp_dim=64", "--config.model.vocab_size=512"]
+    for command, extra in (("bench", ["--config.bench.steps=1", "--config.bench.peak_flops=1e11"]),
+                           ("compile-only", [])):
+        block = ("import sys, runpy\n"
+                 "for name in ('tensorflow', 'tensorflow_text', 'tensorflow_datasets'): sys.modules[name] = None\n"
+                 f"sys.argv = {['launch.py', command, *tiny, *extra]!r}\n"
+                 "runpy.run_path('launch.py', run_name='__main__')\n")
+        out = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PLM_JAX_HUGE_PAGES": "0"})
+        assert out.returncode == 0, (command, out.stderr[-2000:])
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["tokens_per_sec"] > 0 if command == "bench" else result["estimated_peak_bytes_per_device"] > 0
 
 
 @pytest.mark.slow
