@@ -31,6 +31,7 @@ from plm_jax.train import state as state_lib  # noqa: E402
 from plm_jax.train.finetune import FinetunedModel, finetune  # noqa: E402
 from plm_jax.train.pretrain import pretrain  # noqa: E402
 from tests import corpus  # noqa: E402
+from tests.graft_recorder import finetune_recording_graft  # noqa: E402
 
 TOL = 1e-5
 PAD, VOCAB, LENGTH = 0, 100, 12
@@ -140,19 +141,8 @@ def cls_config(base, **overrides) -> ml_collections.ConfigDict:
 def finetuned(gpt_run):
     """The fine-tune, with the parameters it started from (recorded at the graft)."""
     workdir = str(gpt_run / "cls")
-    grafted = []
-    real_graft = starting_point.graft
-
-    def graft_and_record(*a):
-        out = real_graft(*a)
-        grafted.append(jax.device_get(out))
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(starting_point, "graft", graft_and_record)
-        results = finetune(cls_config(gpt_run), workdir)
-    assert len(grafted) == 1
-    return workdir, results, grafted[0]
+    results, grafted = finetune_recording_graft(cls_config(gpt_run), workdir)
+    return workdir, results, grafted
 
 
 @pytest.mark.slow

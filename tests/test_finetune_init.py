@@ -34,6 +34,7 @@ from plm_jax.train.finetune import finetune  # noqa: E402
 from plm_jax.train.optimizer import layerwise_lr_decay, make_optimizer, weight_decay_mask  # noqa: E402
 from plm_jax.train.pretrain import pretrain  # noqa: E402
 from tests import corpus  # noqa: E402
+from tests.graft_recorder import finetune_recording_graft  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5
@@ -116,19 +117,8 @@ def hf_run(files, hf_dir):
     """A 1-epoch fine-tune from the HF directory; also the params the run started from (recorded at the graft)."""
     path, _ = hf_dir
     workdir = str(files / "from_hf")
-    grafted = []
-    real_graft = starting_point.graft
-
-    def graft_and_record(*a):
-        out = real_graft(*a)
-        grafted.append(jax.device_get(out))
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(starting_point, "graft", graft_and_record)
-        results = finetune(cls_config(files, init=path), workdir)
-    assert len(grafted) == 1
-    return workdir, results, grafted[0]
+    results, grafted = finetune_recording_graft(cls_config(files, init=path), workdir)
+    return workdir, results, grafted
 
 
 def test_hf_start_equals_transformers(files, hf_dir, hf_run):
