@@ -28,9 +28,10 @@ def _flat_shapes(tree: Any) -> dict[str, tuple]:
     return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
 
 
-def check_compatible(saved: Any, abstract: Any, where: str) -> None:
-    """Compares saved array shapes with what the config builds; raises with the first differences named."""
-    saved_shapes, want_shapes = _flat_shapes(saved), _flat_shapes(abstract)
+def check_compatible(saved_shapes: dict[str, tuple], abstract: Any, where: str) -> None:
+    """Compares saved array shapes (`_flat_shapes` of the checkpoint's metadata) with what the config builds;
+    raises with the first differences named."""
+    want_shapes = _flat_shapes(abstract)
     missing = sorted(set(want_shapes) - set(saved_shapes))
     extra = sorted(set(saved_shapes) - set(want_shapes))
     differ = [k for k in sorted(set(want_shapes) & set(saved_shapes)) if saved_shapes[k] != want_shapes[k]]
@@ -87,13 +88,14 @@ class Checkpointer:
             saved = self.manager.item_metadata(step)["state"]
         except (KeyError, TypeError) as e:
             raise CheckpointMismatchError(f"checkpoint {where} holds no train state ({e})") from None
-        saved_layout = layout.layout_of(set(_flat_shapes(saved)))
+        saved_shapes = _flat_shapes(saved)
+        saved_layout = layout.layout_of(set(saved_shapes))
         want_layout = layout.layout_of(set(_flat_shapes(abstract_state)))
         target = abstract_state
         if saved_layout and want_layout and saved_layout != want_layout:
             to_saved = layout.abstract_to_scanned if saved_layout == "scanned" else layout.abstract_to_unscanned
             target = to_saved(abstract_state)
-        check_compatible(saved, target, where)
+        check_compatible(saved_shapes, target, where)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
         )
