@@ -1,6 +1,6 @@
 """BERT-base MLM training on one GPU: plm_jax's train step against Hugging Face PyTorch, bf16, seq 128.
 
-    python benchmarks/gpu_bert_base.py --out runs/bench/gpu_bert_base     # a GPU host: about 6 minutes
+    python benchmarks/gpu_bert_base.py --out runs/bench/gpu_bert_base     # a GPU host: 8 min at most (--budget_s)
     python benchmarks/gpu_bert_base.py --smoke --out runs/bench/smoke      # any host: BERT-tiny, checks the script
 
 Each part runs in its own process, one after another, so that one cannot take the GPU memory of the next:
