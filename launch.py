@@ -82,7 +82,8 @@ _WORKER_DEVICES = flags.DEFINE_string("worker_devices", "", "`sweep`: CUDA_VISIB
                                       "groups separated by ';' (e.g. '0,1;2,3' for --workers=2).")
 _PROFILE = flags.DEFINE_string("profile_steps", "", "`pretrain`: FIRST,LAST: a jax.profiler trace of those steps "
                                "in workdir/profile, for TensorBoard (sets config.train.profile_steps).")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices per process (testing).")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "This many CPU devices per process (simulated meshes in tests); "
+                                    "overrides the config's mesh.cpu_devices.")
 
 
 class UserError(Exception):
@@ -161,6 +162,18 @@ def run(command: str) -> None:
             print(f"interrupted at step {results['interrupted_at']}; run the same command to resume")
         else:
             print(results_table(results))
+
+
+def config_cpu_devices() -> int:
+    """The config's `mesh.cpu_devices`, resolved for this host (parallel/distributed.py); 0 without a config."""
+    from plm_jax.parallel.distributed import cpu_device_count
+
+    config = _CONFIG.value
+    if config is None or "mesh" not in config:
+        return 0
+    train = config.get("train") or {}
+    return cpu_device_count(int(config.mesh.get("cpu_devices", 0)),
+                            [train.get("batch_size", 0), train.get("eval_batch_size", 0)])
 
 
 def run_workdir_command(command: str) -> None:
@@ -290,7 +303,7 @@ def main(argv: list[str]) -> None:
 
     try:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value,
+                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value or config_cpu_devices(),
                                timeout_s=_DIST_TIMEOUT.value)
         if args[0] in ("sweep", "report"):
             run_sweep_command(args[0], args[1])

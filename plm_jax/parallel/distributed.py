@@ -6,7 +6,12 @@ Three ways in: explicit flags (coordinator address, process count and id: GPUs, 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
+import os
+import pkgutil
+from collections.abc import Sequence
 
 import jax
 
@@ -29,6 +34,7 @@ def initialize(
     """
     if cpu_devices:
         jax.config.update("jax_num_cpu_devices", cpu_devices)
+        log.info("the CPU platform has %d devices (mesh.cpu_devices or --cpu_devices)", cpu_devices)
     if auto:
         jax.distributed.initialize(initialization_timeout=timeout_s)
     elif num_processes > 1:
@@ -42,3 +48,39 @@ def initialize(
         return
     log.info("process %d of %d; %d local and %d global devices", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count())
+
+
+def cpu_device_count(setting: int, batch_sizes: Sequence[int], cores: int | None = None) -> int:
+    """The CPU device count to ask JAX for (`mesh.cpu_devices`), or 0 to leave JAX's default alone.
+
+    Why several devices on one CPU: XLA:CPU runs each device's program on its own thread, and inside one program
+    many ops (the batched attention dots, small fusions) run on a single core. One device per core with the batch
+    split over them (data parallel) keeps every core busy. Measured on 2 cores against one device: the quickstart
+    1.28x the tokens/s, BERT-mini 1.15x, BERT-small 1.07x (seq 128). Each device holds a replica of the state, so
+    on a many-core host with little memory, set a small count or 0.
+
+    `setting`: 0 = JAX's default (one device, or XLA_FLAGS' --xla_force_host_platform_device_count); N > 0 = N;
+    -1 = one per core this process may use, lowered to the largest count that divides every batch size.
+    An explicit count in XLA_FLAGS wins; -1 does nothing where an accelerator plugin is installed (the CPU is
+    not the training device there) unless JAX_PLATFORMS asks for the CPU.
+    """
+    if setting < -1:
+        raise ValueError(f"mesh.cpu_devices={setting}: expected -1 (one per core), 0 (JAX's default) or a count")
+    if setting == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return 0
+    if setting > 0:
+        return setting
+    if not os.environ.get("JAX_PLATFORMS", "").startswith("cpu") and _accelerator_plugin_installed():
+        return 0
+    cores = cores or len(os.sched_getaffinity(0))
+    divisor = math.gcd(*[int(b) for b in batch_sizes if b]) or 1
+    return max(n for n in range(1, cores + 1) if divisor % n == 0)
+
+
+def _accelerator_plugin_installed() -> bool:
+    """A GPU or TPU runtime for JAX: a `jax_plugins` package (CUDA, ROCm, ...) or libtpu."""
+    try:
+        import jax_plugins  # a namespace package, present only when a plugin is installed
+    except ImportError:
+        return importlib.util.find_spec("libtpu") is not None
+    return any(pkgutil.iter_modules(jax_plugins.__path__)) or importlib.util.find_spec("libtpu") is not None
