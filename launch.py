@@ -164,16 +164,20 @@ def run(command: str) -> None:
             print(results_table(results))
 
 
-def config_cpu_devices() -> int:
-    """The config's `mesh.cpu_devices`, resolved for this host (parallel/distributed.py); 0 without a config."""
+def config_cpu_devices(command: str) -> int:
+    """The run's `mesh.cpu_devices`, resolved for this host (parallel/distributed.py); 0 without a config."""
     from plm_jax.parallel.distributed import cpu_device_count
 
-    config = _CONFIG.value
-    if config is None or "mesh" not in config:
+    configs = [] if _CONFIG.value is None else [_CONFIG.value]
+    if command == "demo":
+        from plm_jax.demo import demo_configs
+
+        configs = demo_configs()
+    configs = [c for c in configs if "mesh" in c]
+    if not configs:
         return 0
-    train = config.get("train") or {}
-    return cpu_device_count(int(config.mesh.get("cpu_devices", 0)),
-                            [train.get("batch_size", 0), train.get("eval_batch_size", 0)])
+    batches = [c.train.get(key, 0) for c in configs if "train" in c for key in ("batch_size", "eval_batch_size")]
+    return cpu_device_count(int(configs[0].mesh.get("cpu_devices", 0)), batches)
 
 
 def run_workdir_command(command: str) -> None:
@@ -302,9 +306,9 @@ def main(argv: list[str]) -> None:
     from plm_jax.parallel import distributed
 
     try:
+        cpu_devices = _CPU_DEVICES.value or config_cpu_devices(args[0])
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=_CPU_DEVICES.value or config_cpu_devices(),
-                               timeout_s=_DIST_TIMEOUT.value)
+                               auto=_DISTRIBUTED_AUTO.value, cpu_devices=cpu_devices, timeout_s=_DIST_TIMEOUT.value)
         if args[0] in ("sweep", "report"):
             run_sweep_command(args[0], args[1])
         else:

@@ -57,6 +57,12 @@ def finetune_config_for(task: str, start: str, pretrained: str) -> ml_collection
     return config
 
 
+def demo_configs() -> list[ml_collections.ConfigDict]:
+    """Every config the demo runs (launch.py sizes the CPU devices to fit all of them)."""
+    return [load_config("configs/quickstart.py")] + [finetune_config_for(task, start, "") for task in TASKS
+                                                       for start in STARTS]
+
+
 def run_demo(workdir: str, pretrained: str | None = None) -> dict[str, Any]:
     from plm_jax.train.finetune import finetune
     from plm_jax.train.pretrain import pretrain

@@ -75,3 +75,17 @@ def test_bench_splits_the_batch_over_one_cpu_device_per_core_and_counts_mfu_per_
     bad = subprocess.run([sys.executable, *TINY_BENCH, "--config.mesh.cpu_devices=-2"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "mesh.cpu_devices=-2" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_launch_sizes_the_cpu_devices_of_the_demo_from_all_its_configs(clean_env):
+    """`demo` takes no --config: its quickstart and fine-tune configs decide (every batch size must divide)."""
+    from plm_jax.demo import demo_configs
+
+    batches = [c.train[k] for c in demo_configs() for k in ("batch_size", "eval_batch_size") if k in c.train]
+    code = ("import launch; launch.flags.FLAGS(['launch.py']); "
+            "print(launch.config_cpu_devices('demo'), launch.config_cpu_devices('evaluate'))")
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "PLM_JAX_HUGE_PAGES": "0"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cores = len(os.sched_getaffinity(0))
+    assert out.stdout.split() == [str(cpu_device_count(-1, batches, cores)), "0"]
