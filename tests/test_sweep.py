@@ -77,6 +77,27 @@ def test_points_and_stages(files):
     assert plan.stages[point.stages["pretrain"]].resolved["data"]["mask_rate"] == 0.3
 
 
+def test_stages_side_by_side_split_the_cores_into_cpu_devices(files, tmp_path, monkeypatch):
+    """mesh.cpu_devices=-1 is one CPU device per core; two workers give each stage half of the cores."""
+    from plm_jax.sweep.runner import SweepRunner
+
+    monkeypatch.setenv("XLA_FLAGS", "")  # conftest's simulated devices would win over the config
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    plan = expand(tiny_sweep(files))
+    pretrain, finetune = (next(d for d, s in plan.stages.items() if s.kind == kind)
+                          for kind in ("pretrain", "finetune"))
+
+    def command(workers, stage):
+        return SweepRunner(plan, str(tmp_path), workers=workers)._command(plan.stages[stage], "s.json", "w")
+
+    assert command(2, pretrain)[-1] == "--cpu_devices=4"  # 8 cores / 2 workers; batch 16
+    assert command(2, finetune)[-1] == "--cpu_devices=4"
+    assert not any(a.startswith("--cpu_devices") for a in command(1, pretrain))  # launch.py takes all the cores
+    plan.stages[pretrain].resolved["mesh"]["cpu_devices"] = 0  # a config's own count is left to launch.py
+    assert not any(a.startswith("--cpu_devices") for a in command(2, pretrain))
+
+
 def test_zipped_axis_and_config_variants(files):
     shapes = axis("pretrain", [f"{files}/pretrain.py", f"{files}/pretrain.py:one_layer"], name="depth")
     width = Axis({"pretrain.model.hidden_size": [32, 64], "pretrain.model.mlp_dim": [64, 128]}, name="width")

@@ -27,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from plm_jax.files import write_atomic
+from plm_jax.parallel.distributed import cpu_device_count
 from plm_jax.sweep.spec import Plan, StagePlan, expand, load_sweep, plan_summary
 
 log = logging.getLogger("plm_jax")
@@ -176,7 +177,18 @@ class SweepRunner:
         return path
 
     def _command(self, stage: StagePlan, stage_json: str, workdir: str) -> list[str]:
-        return [sys.executable, LAUNCH, stage.kind, f"--config={STAGE_CONFIG}:{stage_json}", f"--workdir={workdir}"]
+        command = [sys.executable, LAUNCH, stage.kind, f"--config={STAGE_CONFIG}:{stage_json}", f"--workdir={workdir}"]
+        cpu_devices = self._cpu_devices(stage)
+        return command + ([f"--cpu_devices={cpu_devices}"] if cpu_devices else [])
+
+    def _cpu_devices(self, stage: StagePlan) -> int:
+        """Stages side by side share the cores: with `mesh.cpu_devices=-1` (one CPU device per core), each of the
+        `workers` gets its share of them. 0 leaves the count to launch.py and the stage's config."""
+        if self.workers == 1 or int(stage.resolved.get("mesh", {}).get("cpu_devices", 0)) != -1:
+            return 0
+        train = stage.resolved.get("train", {})
+        cores = max(1, len(os.sched_getaffinity(0)) // self.workers)
+        return cpu_device_count(-1, [train.get("batch_size", 0), train.get("eval_batch_size", 0)], cores)
 
     def _start(self, stage: StagePlan, slot: int) -> _Running:
         directory = self.path(stage)
