@@ -64,7 +64,7 @@ def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
 
     # -1: all remaining devices. strategy: "" (these sizes) or dp | fsdp | tp | dp+fsdp | fsdp+tp | dp+tp |
     # dp+fsdp+tp (parallel/sharding.py STRATEGIES): unnamed axes get 1 device, a named one the rest.
-    # cpu_devices (CPU hosts only): -1 = one device per core, which the mesh above then uses (1.07-1.35x the
+    # cpu_devices (CPU hosts only): -1 = one device per core, which the mesh above then uses (1.01-1.28x the
     # tokens/s of one device on 2 cores; each device holds a replica of the state; see
     # parallel/distributed.cpu_device_count); 0 = JAX's default of one; N = N.
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, strategy="", cpu_devices=-1))

@@ -56,7 +56,7 @@ def cpu_device_count(setting: int, batch_sizes: Sequence[int], cores: int | None
     Why several devices on one CPU: XLA:CPU runs each device's program on its own thread, and inside one program
     many ops (the batched attention dots, small fusions) run on a single core. One device per core with the batch
     split over them (data parallel) keeps every core busy. Measured on 2 cores against one device: the quickstart
-    1.28x the tokens/s, BERT-mini 1.15x, BERT-small 1.07x (seq 128). Each device holds a replica of the state, so
+    1.28x the tokens/s, BERT-mini 1.17x, BERT-small 1.07x (seq 128). Each device holds a replica of the state, so
     on a many-core host with little memory, set a small count or 0.
 
     `setting`: 0 = JAX's default (one device, or XLA_FLAGS' --xla_force_host_platform_device_count); N > 0 = N;
