@@ -166,18 +166,14 @@ def run(command: str) -> None:
 
 def config_cpu_devices(command: str) -> int:
     """The run's `mesh.cpu_devices`, resolved for this host (parallel/distributed.py); 0 without a config."""
-    from plm_jax.parallel.distributed import cpu_device_count
+    from plm_jax.parallel.distributed import config_cpu_device_count
 
     configs = [] if _CONFIG.value is None else [_CONFIG.value]
     if command == "demo":
         from plm_jax.demo import demo_configs
 
         configs = demo_configs()
-    configs = [c for c in configs if "mesh" in c]
-    if not configs:
-        return 0
-    batches = [c.train.get(key, 0) for c in configs if "train" in c for key in ("batch_size", "eval_batch_size")]
-    return cpu_device_count(int(configs[0].mesh.get("cpu_devices", 0)), batches)
+    return config_cpu_device_count(configs)
 
 
 def run_workdir_command(command: str) -> None:

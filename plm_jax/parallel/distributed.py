@@ -11,7 +11,8 @@ import logging
 import math
 import os
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 
@@ -75,6 +76,16 @@ def cpu_device_count(setting: int, batch_sizes: Sequence[int], cores: int | None
     cores = cores or len(os.sched_getaffinity(0))
     divisor = math.gcd(*[int(b) for b in batch_sizes if b]) or 1
     return max(n for n in range(1, cores + 1) if divisor % n == 0)
+
+
+def config_cpu_device_count(configs: Sequence[Mapping[str, Any]], cores: int | None = None) -> int:
+    """`cpu_device_count` for the configs one process runs (ConfigDicts or their JSON): the first one's
+    `mesh.cpu_devices`, and every train and eval batch size."""
+    configs = [c for c in configs if "mesh" in c]
+    if not configs:
+        return 0
+    batches = [c["train"].get(key, 0) for c in configs if "train" in c for key in ("batch_size", "eval_batch_size")]
+    return cpu_device_count(int(configs[0]["mesh"].get("cpu_devices", 0)), batches, cores)
 
 
 def _accelerator_plugin_installed() -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from plm_jax.files import write_atomic
-from plm_jax.parallel.distributed import cpu_device_count
+from plm_jax.parallel.distributed import config_cpu_device_count
 from plm_jax.sweep.spec import Plan, StagePlan, expand, load_sweep, plan_summary
 
 log = logging.getLogger("plm_jax")
@@ -186,9 +186,7 @@ class SweepRunner:
         `workers` gets its share of them. 0 leaves the count to launch.py and the stage's config."""
         if self.workers == 1 or int(stage.resolved.get("mesh", {}).get("cpu_devices", 0)) != -1:
             return 0
-        train = stage.resolved.get("train", {})
-        cores = max(1, len(os.sched_getaffinity(0)) // self.workers)
-        return cpu_device_count(-1, [train.get("batch_size", 0), train.get("eval_batch_size", 0)], cores)
+        return config_cpu_device_count([stage.resolved], max(1, len(os.sched_getaffinity(0)) // self.workers))
 
     def _start(self, stage: StagePlan, slot: int) -> _Running:
         directory = self.path(stage)
