@@ -48,6 +48,8 @@ def test_cpu_device_count_leaves_an_explicit_xla_flag_and_accelerator_hosts_alon
         cpu_device_count(-2, [32], 4)
 
 
+# a subprocess with no device count in XLA_FLAGS, so that launch.py decides it
+CLEAN_ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "PLM_JAX_HUGE_PAGES": "0"}
 TINY_BENCH = ["launch.py", "bench", "--config", "configs/bench/bert_mini.py", "--config.model.num_layers=1",
               "--config.model.hidden_size=32", "--config.model.num_heads=2", "--config.model.mlp_dim=64",
               "--config.model.vocab_size=512", "--config.data.seq_len=32", "--config.train.batch_size=8",
@@ -56,14 +58,13 @@ TINY_BENCH = ["launch.py", "bench", "--config", "configs/bench/bert_mini.py", "-
 
 @pytest.mark.slow
 def test_bench_splits_the_batch_over_one_cpu_device_per_core_and_counts_mfu_per_host():
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "PLM_JAX_HUGE_PAGES": "0"}
-    default = subprocess.run([sys.executable, *TINY_BENCH], cwd=ROOT, env=env, capture_output=True, text=True,
+    default = subprocess.run([sys.executable, *TINY_BENCH], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
                              timeout=300)
     assert default.returncode == 0, default.stderr[-2000:]
     cores = len(os.sched_getaffinity(0))
     expected = max(n for n in range(1, cores + 1) if 8 % n == 0)  # one per core, dividing the batch of 8
     assert json.loads(default.stdout.strip().splitlines()[-1])["devices"] == f"{expected}xcpu"
-    out = subprocess.run([sys.executable, *TINY_BENCH, "--config.mesh.cpu_devices=2"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, *TINY_BENCH, "--config.mesh.cpu_devices=2"], cwd=ROOT, env=CLEAN_ENV,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -72,7 +73,7 @@ def test_bench_splits_the_batch_over_one_cpu_device_per_core_and_counts_mfu_per_
     mfu = 100 * r["gflop_per_step"] / (r["median_step_ms"] / 1e3) / r["peak_gflops"]
     assert r["mfu_pct_median"] == pytest.approx(mfu, rel=1e-6)
     assert r["tokens_per_sec_per_device"] == pytest.approx(r["tokens_per_sec"] / 2)
-    bad = subprocess.run([sys.executable, *TINY_BENCH, "--config.mesh.cpu_devices=-2"], cwd=ROOT, env=env,
+    bad = subprocess.run([sys.executable, *TINY_BENCH, "--config.mesh.cpu_devices=-2"], cwd=ROOT, env=CLEAN_ENV,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "mesh.cpu_devices=-2" in bad.stderr, bad.stderr[-2000:]
 
@@ -84,8 +85,8 @@ def test_launch_sizes_the_cpu_devices_of_the_demo_from_all_its_configs(clean_env
     batches = [c.train[k] for c in demo_configs() for k in ("batch_size", "eval_batch_size") if k in c.train]
     code = ("import launch; launch.flags.FLAGS(['launch.py']); "
             "print(launch.config_cpu_devices('demo'), launch.config_cpu_devices('evaluate'))")
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "PLM_JAX_HUGE_PAGES": "0"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     cores = len(os.sched_getaffinity(0))
     assert out.stdout.split() == [str(cpu_device_count(-1, batches, cores)), "0"]

@@ -93,5 +93,7 @@ def _accelerator_plugin_installed() -> bool:
     try:
         import jax_plugins  # a namespace package, present only when a plugin is installed
     except ImportError:
-        return importlib.util.find_spec("libtpu") is not None
-    return any(pkgutil.iter_modules(jax_plugins.__path__)) or importlib.util.find_spec("libtpu") is not None
+        plugin = False
+    else:
+        plugin = any(pkgutil.iter_modules(jax_plugins.__path__))
+    return plugin or importlib.util.find_spec("libtpu") is not None
