@@ -9,7 +9,9 @@ Each part runs in its own process, one after another, so that one cannot take th
 - `torch`: HF BertForMaskedLM (sdpa attention) under bf16 autocast with fp32 weights and a fused AdamW, eager or
   under torch.compile; the same random batch shape, 15% of the positions labelled, dropout on.
 MFU counts matmul FLOPs as plm_jax/models/flops.py does (the HF head projects every position, so its FLOPs use
-the dense head), against the bf16 peak of the device table (plm_jax/train/peak_flops.py). Results go to
+the dense head), against the bf16 peak of the device table (plm_jax/train/peak_flops.py). Our parts also give
+the MFU ceiling (plm_jax/train/roofline.py): the MFU if every matmul ran at that peak and every other kernel moved
+its bytes (the "non-matmul GB" of the compiled step) at the table's memory bandwidth. Results go to
 OUT/results.jsonl and OUT/table.md, each part's output to OUT/parts.log; the table is printed last. Parts that
 fail or outrun their time are listed with their error; the others still run.
 """
@@ -152,20 +154,22 @@ def table(records: list[dict]) -> str:
     """Markdown: one row per part; ours also as a ratio to the fastest Hugging Face part of the same run."""
     torch_best = max((r["tokens_per_sec"] for r in records if r["part"].startswith("torch") and "error" not in r),
                      default=0.0)
-    rows = ["| part | tokens/s | vs best HF | step ms | MFU % | first step / compile s | peak device MB |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| part | tokens/s | vs best HF | step ms | MFU % | MFU ceiling % | non-matmul GB | "
+            "first step / compile s | peak device MB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "error" in r:
-            rows.append(f"| {r['part']} | failed: {r['error'][:200]} | | | | | |")
+            rows.append(f"| {r['part']} | failed: {r['error'][:200]} | | | | | | | |")
         elif "tokens_per_sec" in r:
             mfu = r.get("mfu_pct", r.get("mfu_pct_median"))
             ratio = f"{r['tokens_per_sec'] / torch_best:.2f}x" if torch_best else ""
+            ceiling = f"{r['mfu_ceiling_pct']:.1f}" if "mfu_ceiling_pct" in r else ""  # ours: roofline.py
+            other_gb = f"{r['other_gb_per_step']:.1f}" if "other_gb_per_step" in r else ""
             rows.append(f"| {r['part']} | {r['tokens_per_sec']:,.0f} | {ratio} | {r['median_step_ms']:.1f} | "
-                        f"{'' if mfu is None else f'{mfu:.1f}'} | {r.get('first_step_s', r.get('compile_s')):.1f} | "
-                        f"{r.get('peak_device_mb', 0):,.0f} |")
+                        f"{'' if mfu is None else f'{mfu:.1f}'} | {ceiling} | {other_gb} | "
+                        f"{r.get('first_step_s', r.get('compile_s')):.1f} | {r.get('peak_device_mb', 0):,.0f} |")
         elif "matmul_bf16_tflops" in r:
             rows.append(f"| peak: {r['device']}, bf16 square matmul | {r['matmul_bf16_tflops']:.0f} TFLOP/s "
-                        "| | | | | |")
+                        "| | | | | | | |")
     return "\n".join(rows)
 
 

@@ -95,6 +95,11 @@ def test_bench_runs_and_reports():
         r = run_bench(config)
         assert r["tokens_per_sec"] > 0 and 0 < r["mfu_pct_median"] < 100 and r["compile_s"] > 0
         assert r["steps_timed"] == 2 and r["peak_rss_mb"] > 0
+        # the roofline: the HLO's bytes agree with XLA's total; a ceiling and the biggest non-matmul sources
+        assert r["matmul_gb_per_step"] > 0 and r["other_gb_per_step"] > 0
+        assert r["matmul_gb_per_step"] + r["other_gb_per_step"] == pytest.approx(r["xla_gb_per_step"], rel=0.1)
+        assert r["bandwidth_source"] == "measured" and 0 < r["mfu_ceiling_pct"] <= 100
+        assert len(r["other_gb_top"]) > 0 and all(gb > 0 for _, gb in r["other_gb_top"])
     # the per-op table names the model code behind each op; matmuls are found and timed
     assert len(r["top_ops"]) == 4 and r["op_ms_by_kind"]["matmul"] > 0
     assert any("BertForMaskedLM" in op["source"] for op in r["top_ops"]), r["top_ops"]
@@ -132,6 +137,7 @@ def test_gpu_benchmark_script_runs_its_parts_and_tabulates(tmp_path):
     assert ours["head"] == "sparse" and ours["layers"] == 2 and torch["attn"] == "sdpa"
     ratio = ours["tokens_per_sec"] / torch["tokens_per_sec"]
     assert f"| ours_einsum_sparse | {ours['tokens_per_sec']:,.0f} | {ratio:.2f}x |" in out.stdout
+    assert f"| {ours['mfu_ceiling_pct']:.1f} | {ours['other_gb_per_step']:.1f} |" in out.stdout
     assert "===== torch_eager" in (tmp_path / "parts.log").read_text()
     bad = subprocess.run([sys.executable, "benchmarks/gpu_bert_base.py", "--smoke", "--parts", "nope"], cwd=ROOT,
                          capture_output=True, text=True)

@@ -24,9 +24,9 @@ import numpy as np
 from plm_jax.data.data_config import resolve_max_predictions
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
-from plm_jax.train import op_profile
+from plm_jax.train import op_profile, roofline
 from plm_jax.train import state as state_lib
-from plm_jax.train.peak_flops import table_peak_flops
+from plm_jax.train.peak_flops import table_bandwidth, table_peak_flops
 from plm_jax.train.setup import build
 
 
@@ -53,6 +53,12 @@ def device_peak_flops(bench: Any, dtype: Any) -> tuple[float, str]:
     if known:
         return known, "table"
     return measure_matmul_peak(dtype=jnp.dtype(dtype)), "measured"
+
+
+def device_bandwidth(bench: Any) -> tuple[float, str]:
+    """Per-device memory bandwidth (bytes/s) and where it came from: the table, or measured here."""
+    known = None if bench.measure_peak else table_bandwidth(jax.devices()[0].device_kind)
+    return (known, "table") if known else (roofline.measure_bandwidth(), "measured")
 
 
 def peak_units() -> int:
@@ -113,6 +119,7 @@ def run_bench(config: Any) -> dict[str, Any]:
     t = time.perf_counter()
     compiled = train_step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - t
+    traffic = roofline.memory_traffic(compiled.as_text())
     state, _ = compiled(state, batches[0])  # warm-up
     jax.block_until_ready(state)
     times, faults_before = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -124,6 +131,7 @@ def run_bench(config: Any) -> dict[str, Any]:
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / len(times)
     peak = (max(peak_before, measure_matmul_peak(dtype=jnp.dtype(cfg.compute_dtype))) if peak_source == "measured"
             else peak_before)
+    bandwidth, bandwidth_source = device_bandwidth(bench)
     op_rows = int(bench.get("op_profile", 0))
     if op_rows:
         holder = [state]
@@ -151,6 +159,13 @@ def run_bench(config: Any) -> dict[str, Any]:
         "mfu_pct_median": 100 * flops / median / (peak * peak_units()),
         "mfu_pct_best": 100 * flops / best / (peak * peak_units()),
         "compile_s": compile_s,
+        # Roofline (roofline.py): per device; the ceiling has matmuls at the peak and all else at the bandwidth.
+        "xla_gb_per_step": roofline.xla_bytes_accessed(compiled) / 1e9,
+        "matmul_gb_per_step": traffic["matmul_bytes"] / 1e9, "other_gb_per_step": traffic["other_bytes"] / 1e9,
+        "bandwidth_gbps": bandwidth / 1e9, "bandwidth_source": bandwidth_source,
+        "mfu_ceiling_pct": roofline.ceiling(flops / peak_units(), peak, traffic["other_bytes"] * jax.device_count()
+                                            / peak_units(), bandwidth),
+        "other_gb_top": [[source, gb / 1e9] for source, gb in traffic["other_by_source"][:6]],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": mem.get("peak_bytes_in_use", 0) / 2**20, "steps_timed": len(times),
         "page_faults_per_step": faults_per_step,  # host: see plm_jax/huge_pages.py
