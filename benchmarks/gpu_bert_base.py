@@ -191,6 +191,12 @@ def plan(shape: dict, batch: int, steps: int, smoke: bool) -> list[tuple[str, li
         ("ours_cudnn_sparse_batch2x", ours_command(shape, 2 * batch, steps, "cudnn", "sparse"), 150),
         ("ours_cudnn_sparse_scan", ours_command(shape, batch, steps, "cudnn", "sparse",
                                                 "--config.model.scan_layers=True"), 150),
+        # less traffic outside the matmuls: LayerNorm outputs (the residual stream) in bf16, as MaxText and T5X
+        ("ours_cudnn_sparse_bf16_norms", ours_command(shape, batch, steps, "cudnn", "sparse",
+                                                      "--config.model.norm_dtype=compute"), 150),
+        # the tanh GELU, which a GEMM epilogue can apply (HF BERT's is the exact erf one)
+        ("ours_cudnn_sparse_gelu_tanh", ours_command(shape, batch, steps, "cudnn", "sparse",
+                                                     "--config.model.mlp_activation=gelu_tanh"), 150),
         # cuBLAS for every matmul instead of XLA's choice between it and Triton-generated kernels
         ("ours_cudnn_sparse_no_triton_gemm", ["env", "XLA_FLAGS=--xla_gpu_enable_triton_gemm=false"]
          + ours_command(shape, batch, steps, "cudnn", "sparse"), 150),

@@ -105,7 +105,8 @@ def finetune_config() -> ml_collections.ConfigDict:
     placeholder = ml_collections.config_dict.placeholder
     config.model_overrides = ml_collections.ConfigDict(dict(
         dropout_rate=placeholder(float), attention_dropout_rate=placeholder(float), dtype=placeholder(str),
-        attention=placeholder(str), scan_layers=placeholder(bool), remat=placeholder(str)))
+        attention=placeholder(str), scan_layers=placeholder(bool), remat=placeholder(str),
+        norm_dtype=placeholder(str)))
     config.task = default_task_config()
     config.task.main_metric = ""  # "" = accuracy (classification), pearson (regression), f1 (qa)
     config.task.classifier_dropout = -1.0  # < 0: the model's dropout_rate, as Hugging Face

@@ -132,3 +132,24 @@ def test_scanned_layers_match_unscanned_and_checkpoints_restore_into_the_other_l
         for got, want, target in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), jax.tree.leaves(abstract)):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
             assert got.sharding == target.sharding
+
+
+def test_bf16_norm_outputs_carry_a_bf16_residual_stream_and_train_alike():
+    from plm_jax.models.layers import EncoderLayer, attention_mask
+
+    cfg = TransformerConfig(**{**CFG.to_dict(), "dropout_rate": 0.0, "attention_dropout_rate": 0.0})
+    bf16 = TransformerConfig(**{**cfg.to_dict(), "dtype": "bfloat16"})
+    bf16_norms = TransformerConfig(**{**bf16.to_dict(), "norm_dtype": "compute"})
+    x = np.ones((2, 8, cfg.hidden_size), np.float32)
+    mask = attention_mask(np.ones((2, 8), np.int32))
+    for model_cfg, out_dtype in ((bf16, np.float32), (bf16_norms, jax.numpy.bfloat16)):
+        layer = EncoderLayer(model_cfg)
+        params = layer.init(jax.random.key(0), x, mask, True)
+        assert layer.apply(params, x, mask, True).dtype == out_dtype
+        assert {p.dtype for p in jax.tree.leaves(params)} == {np.dtype("float32")}
+    ref_metrics, _ = _one_step(cfg, 1)
+    metrics, _ = _one_step(bf16_norms, 1)
+    assert metrics["loss"].dtype == np.float32
+    np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=2e-2)
+    with pytest.raises(ValueError, match="model.norm_dtype='bf16'"):
+        TransformerConfig(**{**cfg.to_dict(), "norm_dtype": "bf16"})

@@ -11,6 +11,7 @@ _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ARCHITECTURES = ("encoder", "decoder", "encoder_decoder")  # BERT, GPT, T5/BART
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+NORM_DTYPES = ("float32", "compute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,9 @@ class TransformerConfig:
     use_pooler: bool = True
     init_std: float = 0.02
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    # LayerNorm output. Statistics are fp32 either way. float32: a post-LN model's residual stream stays fp32 (as
+    # Hugging Face under autocast); compute: it is in `dtype` (as MaxText and T5X), half the bytes in bf16 runs.
+    norm_dtype: str = "float32"
     attention: str = "einsum"  # einsum (supports attention dropout) | xla | cudnn: jax.nn.dot_product_attention
     scan_layers: bool = False  # nn.scan over layers: flat compile time; parameters stacked on a `layers` axis
     remat: str = "none"  # recompute each layer's activations in the backward pass: none | full | dots | dots_no_batch
@@ -63,6 +67,8 @@ class TransformerConfig:
         if self.attention != "einsum" and self.attention_dropout_rate:
             raise ValueError(f"model.attention={self.attention!r} has no attention-probability dropout; "
                              "set model.attention_dropout_rate=0 or use model.attention='einsum'")
+        if self.norm_dtype not in NORM_DTYPES:
+            raise ValueError(f"model.norm_dtype={self.norm_dtype!r}; expected one of {NORM_DTYPES}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"model.remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         if not 0.0 <= self.dropout_rate < 1.0 or not 0.0 <= self.attention_dropout_rate < 1.0:
@@ -83,6 +89,10 @@ class TransformerConfig:
     @property
     def compute_dtype(self) -> Any:
         return jnp.dtype(self.dtype)
+
+    @property
+    def norm_output_dtype(self) -> Any:
+        return jnp.dtype(jnp.float32) if self.norm_dtype == "float32" else self.compute_dtype
 
     @classmethod
     def from_config(cls, model_cfg: Any) -> TransformerConfig:

