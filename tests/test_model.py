@@ -194,3 +194,46 @@ def test_token_loss_sums_match_numpy_cross_entropy_accuracy_and_gradient():
     grad = jax.grad(lambda z: token_loss_sums(z, targets, weights)["loss_sum"])(logits)
     expected = (np.exp(logp) - np.eye(11)[targets]) * weights[..., None]  # softmax minus one-hot
     np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+def test_gelu_dense_matches_dense_then_gelu_with_the_same_parameters_and_gradients():
+    """GeluDense's hand-written gradient against autodiff of DenseGeneral + jax.nn.gelu, and GELU' against the
+    numpy formula Phi(x) + x phi(x)."""
+    import jax.numpy as jnp
+
+    from plm_jax.models import layers
+
+    cfg = TransformerConfig(hidden_size=16, num_heads=2, mlp_dim=24)
+
+    class Reference(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return jax.nn.gelu(layers.dense(cfg, 24, ("embed", "mlp"), "wi")(x), approximate=False)
+
+    class Fused(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return layers.GeluDense(cfg, 24, name="wi")(x)
+
+    x = jax.random.normal(jax.random.key(1), (2, 3, 16))
+    ref_params, fused_params = Reference().init(jax.random.key(0), x), Fused().init(jax.random.key(0), x)
+    assert jax.tree.map(lambda a: a.names, fused_params, is_leaf=lambda a: isinstance(a, nn.Partitioned)) == \
+        {"params": {"wi": {"kernel": ("embed", "mlp"), "bias": ("mlp",)}}}
+    params = nn.unbox(ref_params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(nn.unbox(fused_params))):
+        np.testing.assert_array_equal(a, b)  # the same initial values
+    params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape), params)
+
+    def loss(model, p, v):
+        return jnp.sum(jnp.sin(model.apply(p, v)))
+
+    np.testing.assert_allclose(loss(Fused(), params, x), loss(Reference(), params, x), rtol=1e-6)
+    grads = jax.grad(loss, argnums=(1, 2))
+    for a, b in zip(jax.tree.leaves(grads(Fused(), params, x)), jax.tree.leaves(grads(Reference(), params, x))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    z = np.linspace(-6, 6, 101)
+    expected = 0.5 * (1 + erf(z / np.sqrt(2))) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(layers.gelu(v)))(jnp.asarray(z, jnp.float32)), expected,
+                               rtol=1e-5, atol=1e-6)
+    rows = jax.random.normal(jax.random.key(3), (40, 24))  # both ways of summing the bias gradient agree
+    np.testing.assert_allclose(layers._ones_matmul(rows), layers._column_sum(rows), rtol=1e-5, atol=1e-5)
