@@ -4,6 +4,7 @@
     python launch.py tokenizer --config configs/quickstart.py --output runs/spm.model
     python launch.py bench     --config configs/bench/bert_mini.py
     python launch.py compile-only --config configs/quickstart.py --config.mesh.fsdp=2   # memory before a run
+    python launch.py compile-only --config configs/bench/bert_base.py --target=h100:8   # for GPUs not here
     python launch.py pretrain  --config configs/quickstart.py --workdir runs/q --profile_steps=10,15  # a trace
     python launch.py finetune  --config configs/finetune/rotten_tomatoes.py --init runs/quickstart --workdir runs/rt
     python launch.py evaluate  --workdir runs/rt                       # best checkpoint on the eval/test splits
@@ -82,6 +83,8 @@ _WORKER_DEVICES = flags.DEFINE_string("worker_devices", "", "`sweep`: CUDA_VISIB
                                       "groups separated by ';' (e.g. '0,1;2,3' for --workers=2).")
 _PROFILE = flags.DEFINE_string("profile_steps", "", "`pretrain`: FIRST,LAST: a jax.profiler trace of those steps "
                                "in workdir/profile, for TensorBoard (sets config.train.profile_steps).")
+_TARGET = flags.DEFINE_string("target", None, "`compile-only`: compile for GPUs this host lacks: h100, h200 or a100, "
+                              "':N' for N of them (needs JAX's CUDA plugin, not a GPU).")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "This many CPU devices per process (simulated meshes in tests); "
                                     "overrides the config's mesh.cpu_devices.")
 
@@ -148,7 +151,15 @@ def run(command: str) -> None:
     elif command == "compile-only":
         from plm_jax.train.setup import compile_only
 
-        print(json.dumps(compile_only(config)))
+        devices = None
+        if _TARGET.value:
+            from plm_jax.parallel.gpu_targets import target_devices
+
+            try:
+                devices = target_devices(_TARGET.value)
+            except (ValueError, RuntimeError) as err:
+                raise UserError(str(err)) from err
+        print(json.dumps(compile_only(config, devices)))
     elif command == "finetune":
         from plm_jax.train.finetune import finetune
         from plm_jax.train.report import results_table

@@ -1,0 +1,81 @@
+"""`launch.py compile-only --target`: GPU descriptions, their parsing, and clear errors where they cannot work."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+
+from plm_jax.parallel import gpu_targets
+from plm_jax.train.peak_flops import table_bandwidth, table_peak_flops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_CUDA_PLUGIN = importlib.util.find_spec("jax_plugins") is not None and \
+    importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+
+
+def test_targets_parse_and_bad_ones_are_named():
+    assert gpu_targets.parse_target("h100") == ("h100", 1)
+    assert gpu_targets.parse_target("H200:16") == ("h200", 16)
+    with pytest.raises(ValueError, match="known GPUs are a100, h100, h200"):
+        gpu_targets.parse_target("h300")
+    with pytest.raises(ValueError, match="positive integer"):
+        gpu_targets.parse_target("h100:0")
+    with pytest.raises(ValueError, match="whole hosts of 8"):
+        gpu_targets.parse_target("a100:12")
+
+
+@pytest.mark.parametrize("kind", sorted(gpu_targets.TARGETS))
+def test_each_target_is_a_device_the_peak_table_knows(kind):
+    """The name a target compiles for finds the MFU peak and the same memory bandwidth (within 1%) in
+    peak_flops.py, so compile-only can give the roofline ceiling for it."""
+    text = gpu_targets.TARGETS[kind]
+    name = re.search(r'device_description_str: "([^"]+)"', text).group(1)
+    bandwidth = float(re.search(r"memory_bandwidth: (\d+)", text).group(1))
+    assert table_peak_flops(name, jnp.bfloat16) is not None
+    assert bandwidth == pytest.approx(table_bandwidth(name), rel=0.01)
+
+
+def test_compile_only_reports_the_roofline_on_this_host():
+    from plm_jax.config_base import mlm_pretrain_config
+    from plm_jax.train.setup import compile_only
+
+    config = mlm_pretrain_config()
+    config.model.update(vocab_size=256, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, max_len=32)
+    config.data.seq_len = 32
+    config.train.batch_size = 8
+    config.mesh.update(data=-1, fsdp=1, tensor=1)
+    report = compile_only(config)
+    assert report["device_kind"] == "cpu" and report["estimated_peak_bytes_per_device"] > 0
+    assert report["matmul_gb_per_step"] > 0 and report["other_gb_per_step"] > 0 and report["other_gb_top"]
+    assert "mfu_ceiling_pct" not in report  # no spec-sheet peak for a CPU
+
+
+@pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="the CUDA plugin is installed here: the target would compile")
+def test_a_gpu_target_without_the_cuda_plugin_says_what_to_install():
+    out = subprocess.run([sys.executable, "launch.py", "compile-only", "--config", "configs/bench/bert_mini.py",
+                          "--target=h100"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert 'needs JAX\'s CUDA plugin, but not a GPU: pip install "jax[cuda12]==' in out.stderr
+    bad = subprocess.run([sys.executable, "launch.py", "compile-only", "--config", "configs/bench/bert_mini.py",
+                          "--target=h300"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "known GPUs are a100, h100, h200" in bad.stderr
+
+
+@pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs JAX's CUDA plugin (no GPU): pip install jax[cuda12]")
+def test_compile_for_two_h100s_without_a_gpu():
+    from plm_jax.config_base import mlm_pretrain_config
+    from plm_jax.train.setup import compile_only
+
+    config = mlm_pretrain_config()
+    config.model.update(vocab_size=256, num_layers=1, hidden_size=64, num_heads=4, mlp_dim=128, max_len=32,
+                        dtype="bfloat16")
+    config.data.seq_len = 32
+    config.train.batch_size = 8
+    config.mesh.update(data=1, fsdp=2, tensor=1)
+    report = compile_only(config, gpu_targets.target_devices("h100:2"))
+    assert report["device_kind"] == "NVIDIA H100 80GB HBM3" and report["mesh"]["fsdp"] == 2
+    assert 0 < report["mfu_ceiling_pct"] < 100 and report["estimated_peak_bytes_per_device"] > 0
