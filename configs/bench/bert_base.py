@@ -12,6 +12,7 @@ H200: 989 TFLOP/s dense). Variants:
     python launch.py bench --config configs/bench/bert_base.py --config.model.attention=cudnn \
         --config.model.attention_dropout_rate=0   # cuDNN fused attention (it has no attention-probability dropout)
     python launch.py bench --config configs/bench/bert_base.py --config.bench.head=dense   # the peers' work
+    python launch.py compile-only --config configs/bench/bert_base.py --target=h200   # no GPU: memory, roofline
 """
 
 import ml_collections
