@@ -312,6 +312,10 @@ def main(argv: list[str]) -> None:
     from plm_jax.errors import USER_ERRORS
     from plm_jax.parallel import distributed
 
+    if _TARGET.value:  # the GPU target's devices are compile-only: the host runs on its CPU, whatever plugins say
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
     try:
         cpu_devices = _CPU_DEVICES.value or config_cpu_devices(args[0])
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
