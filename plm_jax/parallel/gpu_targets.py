@@ -13,36 +13,26 @@ from __future__ import annotations
 
 from typing import Any
 
-_HOPPER = """gpu_device_info {{
+_TEMPLATE = """gpu_device_info {{
   threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
-  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132 fpus_per_core: 128
-  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
-  memory_bandwidth: {bandwidth} l2_cache_size: 52428800 clock_rate_ghz: 1.98 device_memory_size: {memory}
-  shared_memory_per_block_optin: 232448 cuda_compute_capability {{ major: 9 }}
+  shared_memory_per_core: {smem_per_core} threads_per_core_limit: 2048 core_count: {cores}
+  fpus_per_core: {fpus} block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: {bandwidth} l2_cache_size: {l2} clock_rate_ghz: {ghz} device_memory_size: {memory}
+  shared_memory_per_block_optin: {smem_optin} cuda_compute_capability {{ major: {major} }}
   registers_per_core_limit: 65536 registers_per_block_limit: 65536
 }}
 platform_name: "CUDA"
 dnn_version_info {{ major: 9 minor: 10 patch: 0 }}
 device_description_str: "{name}"
 """
-
-_AMPERE = """gpu_device_info {{
-  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
-  shared_memory_per_core: 167936 threads_per_core_limit: 2048 core_count: 108 fpus_per_core: 64
-  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
-  memory_bandwidth: {bandwidth} l2_cache_size: 41943040 clock_rate_ghz: 1.41 device_memory_size: {memory}
-  shared_memory_per_block_optin: 166912 cuda_compute_capability {{ major: 8 }}
-  registers_per_core_limit: 65536 registers_per_block_limit: 65536
-}}
-platform_name: "CUDA"
-dnn_version_info {{ major: 9 minor: 10 patch: 0 }}
-device_description_str: "{name}"
-"""
+_HOPPER = dict(smem_per_core=233472, cores=132, fpus=128, l2=52428800, ghz=1.98, smem_optin=232448, major=9)
+_AMPERE = dict(smem_per_core=167936, cores=108, fpus=64, l2=41943040, ghz=1.41, smem_optin=166912, major=8)
 
 TARGETS: dict[str, str] = {
-    "h100": _HOPPER.format(bandwidth=3352320000000, memory=84942979072, name="NVIDIA H100 80GB HBM3"),
-    "h200": _HOPPER.format(bandwidth=4800000000000, memory=151397597184, name="NVIDIA H200 141GB HBM3e"),
-    "a100": _AMPERE.format(bandwidth=2039040000000, memory=85100068864, name="NVIDIA A100-SXM4-80GB"),
+    "h100": _TEMPLATE.format(**_HOPPER, bandwidth=3352320000000, memory=84942979072, name="NVIDIA H100 80GB HBM3"),
+    "h200": _TEMPLATE.format(**_HOPPER, bandwidth=4800000000000, memory=151397597184,
+                             name="NVIDIA H200 141GB HBM3e"),
+    "a100": _TEMPLATE.format(**_AMPERE, bandwidth=2039040000000, memory=85100068864, name="NVIDIA A100-SXM4-80GB"),
 }
 GPUS_PER_HOST = 8
 
