@@ -160,12 +160,10 @@ def run_bench(config: Any) -> dict[str, Any]:
         "mfu_pct_best": 100 * flops / best / (peak * peak_units()),
         "compile_s": compile_s,
         # Roofline (roofline.py): per device; the ceiling has matmuls at the peak and all else at the bandwidth.
-        "xla_gb_per_step": roofline.xla_bytes_accessed(compiled) / 1e9,
-        "matmul_gb_per_step": traffic["matmul_bytes"] / 1e9, "other_gb_per_step": traffic["other_bytes"] / 1e9,
+        "xla_gb_per_step": roofline.xla_bytes_accessed(compiled) / 1e9, **roofline.traffic_fields(traffic),
         "bandwidth_gbps": bandwidth / 1e9, "bandwidth_source": bandwidth_source,
         "mfu_ceiling_pct": roofline.ceiling(flops / peak_units(), peak, traffic["other_bytes"] * jax.device_count()
                                             / peak_units(), bandwidth),
-        "other_gb_top": [[source, gb / 1e9] for source, gb in traffic["other_by_source"][:6]],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": mem.get("peak_bytes_in_use", 0) / 2**20, "steps_timed": len(times),
         "page_faults_per_step": faults_per_step,  # host: see plm_jax/huge_pages.py

@@ -143,6 +143,12 @@ def memory_traffic(hlo_text: str) -> dict[str, Any]:
     return {**totals, "other_by_source": sorted(by_source.items(), key=lambda item: -item[1])}
 
 
+def traffic_fields(traffic: dict[str, Any], top: int = 6) -> dict[str, Any]:
+    """The JSON fields of `bench` and `compile-only`: GB per step per device, and the biggest other sources."""
+    return {"matmul_gb_per_step": traffic["matmul_bytes"] / 1e9, "other_gb_per_step": traffic["other_bytes"] / 1e9,
+            "other_gb_top": [[source, gb / 1e9] for source, gb in traffic["other_by_source"][:top]]}
+
+
 def measure_bandwidth(megabytes: int = 128, reps: int = 3) -> float:
     """Bytes/s of an elementwise pass (read one array, write another) on device 0: the memory side of the
     roofline where no table knows the device (CPUs)."""

@@ -97,9 +97,7 @@ def _roofline(config: Any, setup: TrainingSetup, hlo_text: str, device_kind: str
     from plm_jax.train.peak_flops import table_bandwidth, table_peak_flops
 
     traffic = roofline.memory_traffic(hlo_text)
-    out: dict[str, Any] = {"matmul_gb_per_step": traffic["matmul_bytes"] / 1e9,
-                           "other_gb_per_step": traffic["other_bytes"] / 1e9,
-                           "other_gb_top": [[source, gb / 1e9] for source, gb in traffic["other_by_source"][:6]]}
+    out = roofline.traffic_fields(traffic)
     peak, bandwidth = table_peak_flops(device_kind, setup.model_cfg.compute_dtype), table_bandwidth(device_kind)
     if config.get("objective", "mlm") == "mlm" and peak and bandwidth:
         flops = mlm_train_flops_per_step(setup.model_cfg, config.train.batch_size, config.data.seq_len,
