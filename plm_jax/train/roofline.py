@@ -125,8 +125,10 @@ def memory_traffic(hlo_text: str) -> dict[str, Any]:
                 trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
                 walk(_called(rest, "body") or "", times * (int(trips.group(1)) if trips else 1))
                 continue
-            if opcode in ("call", "async-start") and _called(rest, "to_apply" if opcode == "call" else "calls"):
-                walk(_called(rest, "to_apply" if opcode == "call" else "calls") or "", times)
+            callee = _called(rest, "to_apply" if opcode == "call" else "calls") if opcode in ("call", "async-start") \
+                else None
+            if callee:
+                walk(callee, times)
                 continue
             if opcode in _FREE:
                 continue
