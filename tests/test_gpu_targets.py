@@ -79,3 +79,27 @@ def test_compile_for_two_h100s_without_a_gpu():
     report = compile_only(config, gpu_targets.target_devices("h100:2"))
     assert report["device_kind"] == "NVIDIA H100 80GB HBM3" and report["mesh"]["fsdp"] == 2
     assert 0 < report["mfu_ceiling_pct"] < 100 and report["estimated_peak_bytes_per_device"] > 0
+
+
+@pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs JAX's CUDA plugin (no GPU): pip install jax[cuda12]")
+def test_bf16_mlm_step_on_a_gpu_keeps_no_fp32_vocabulary_sized_tensor():
+    """The MLM loss's backward pass recomputes the softmax from the bf16 logits: no kernel outside the matmuls
+    writes an fp32 predictions x vocabulary tensor (with the head's bias added in fp32, XLA wrote exp(logits))."""
+    from plm_jax.config_base import mlm_pretrain_config
+    from plm_jax.train import roofline
+    from plm_jax.train.setup import build
+
+    config = mlm_pretrain_config()
+    config.model.update(vocab_size=4096, num_layers=1, hidden_size=64, num_heads=4, mlp_dim=128, max_len=128,
+                        dtype="bfloat16", attention="cudnn", attention_dropout_rate=0.0)
+    config.data.seq_len = 128
+    config.train.batch_size = 16
+    config.mesh.update(data=1, fsdp=1, tensor=1)
+    setup = build(config, gpu_targets.target_devices("h200"))
+    batch = setup.abstract_batch(config.data, config.train.batch_size)
+    hlo = setup.train_step.lower(setup.abstract_state, batch).compile().as_text()
+    computations, _, entry = roofline._parse(hlo)
+    written = [(name, shape) for name, shape, opcode, _ in computations[entry]
+               if opcode == "fusion" and re.search(r"f32\[[\d,]*,4096\]", shape)]
+    assert any(re.search(r"bf16\[[\d,]*,4096\]", shape) for _, shape, _, _ in computations[entry])  # the logits
+    assert not written, written

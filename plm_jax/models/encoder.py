@@ -115,7 +115,11 @@ class MlmHead(nn.Module):
             )(h_BxPxD)
         bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
                             (cfg.vocab_size,))
-        return logits_BxPxV.astype(jnp.float32) + bias_V
+        # The bias is added in the compute dtype, as every Dense bias here (and HF's decoder under autocast).
+        # Added in fp32 after the cast, it had XLA:GPU write exp(logits - max) in fp32 for the loss's backward
+        # pass instead of recomputing it from the bf16 logits: 1.9 GB of traffic and 0.9 GB of memory a step
+        # of BERT-base at batch 256 on an H200 (deviceless compile, train/roofline.py). fp32 runs are unchanged.
+        return (logits_BxPxV + bias_V.astype(logits_BxPxV.dtype)).astype(jnp.float32)
 
 
 class BertForMaskedLM(nn.Module):
