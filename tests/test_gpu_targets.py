@@ -83,8 +83,8 @@ def test_compile_for_two_h100s_without_a_gpu():
 
 @pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs JAX's CUDA plugin (no GPU): pip install jax[cuda12]")
 def test_bf16_mlm_step_on_a_gpu_keeps_no_fp32_vocabulary_sized_tensor():
-    """The MLM loss's backward pass recomputes the softmax from the bf16 logits: no kernel outside the matmuls
-    writes an fp32 predictions x vocabulary tensor (with the head's bias added in fp32, XLA wrote exp(logits))."""
+    """The MLM loss's backward pass recomputes the softmax from the bf16 logits: no fused kernel writes an fp32
+    predictions x vocabulary tensor (with the head's bias added in fp32, XLA wrote exp(logits - max))."""
     from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.train import roofline
     from plm_jax.train.setup import build
