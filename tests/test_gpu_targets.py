@@ -17,6 +17,18 @@ HAS_CUDA_PLUGIN = importlib.util.find_spec("jax_plugins") is not None and \
     importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
 
 
+def _one_layer_mlm(seq_len: int, batch_size: int, mesh: tuple[int, int, int], **model):
+    """A 1-layer MLM pretraining config (hidden 64, 4 heads unless `model` says otherwise) to compile."""
+    from plm_jax.config_base import mlm_pretrain_config
+
+    config = mlm_pretrain_config()
+    config.model.update(**{**dict(num_layers=1, hidden_size=64, num_heads=4, mlp_dim=128, max_len=seq_len), **model})
+    config.data.seq_len = seq_len
+    config.train.batch_size = batch_size
+    config.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
+    return config
+
+
 def test_targets_parse_and_bad_ones_are_named():
     assert gpu_targets.parse_target("h100") == ("h100", 1)
     assert gpu_targets.parse_target("H200:16") == ("h200", 16)
@@ -40,15 +52,9 @@ def test_each_target_is_a_device_the_peak_table_knows(kind):
 
 
 def test_compile_only_reports_the_roofline_on_this_host():
-    from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.train.setup import compile_only
 
-    config = mlm_pretrain_config()
-    config.model.update(vocab_size=256, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, max_len=32)
-    config.data.seq_len = 32
-    config.train.batch_size = 8
-    config.mesh.update(data=-1, fsdp=1, tensor=1)
-    report = compile_only(config)
+    report = compile_only(_one_layer_mlm(32, 8, (-1, 1, 1), vocab_size=256, hidden_size=32, num_heads=2, mlp_dim=64))
     assert report["device_kind"] == "cpu" and report["estimated_peak_bytes_per_device"] > 0
     assert report["matmul_gb_per_step"] > 0 and report["other_gb_per_step"] > 0 and report["other_gb_top"]
     assert "mfu_ceiling_pct" not in report  # no spec-sheet peak for a CPU
@@ -67,15 +73,9 @@ def test_a_gpu_target_without_the_cuda_plugin_says_what_to_install():
 
 @pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs JAX's CUDA plugin (no GPU): pip install jax[cuda12]")
 def test_compile_for_two_h100s_without_a_gpu():
-    from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.train.setup import compile_only
 
-    config = mlm_pretrain_config()
-    config.model.update(vocab_size=256, num_layers=1, hidden_size=64, num_heads=4, mlp_dim=128, max_len=32,
-                        dtype="bfloat16")
-    config.data.seq_len = 32
-    config.train.batch_size = 8
-    config.mesh.update(data=1, fsdp=2, tensor=1)
+    config = _one_layer_mlm(32, 8, (1, 2, 1), vocab_size=256, dtype="bfloat16")
     report = compile_only(config, gpu_targets.target_devices("h100:2"))
     assert report["device_kind"] == "NVIDIA H100 80GB HBM3" and report["mesh"]["fsdp"] == 2
     assert 0 < report["mfu_ceiling_pct"] < 100 and report["estimated_peak_bytes_per_device"] > 0
@@ -85,16 +85,11 @@ def test_compile_for_two_h100s_without_a_gpu():
 def test_bf16_mlm_step_on_a_gpu_keeps_no_fp32_vocabulary_sized_tensor():
     """The MLM loss's backward pass recomputes the softmax from the bf16 logits: no fused kernel writes an fp32
     predictions x vocabulary tensor (with the head's bias added in fp32, XLA wrote exp(logits - max))."""
-    from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.train import roofline
     from plm_jax.train.setup import build
 
-    config = mlm_pretrain_config()
-    config.model.update(vocab_size=4096, num_layers=1, hidden_size=64, num_heads=4, mlp_dim=128, max_len=128,
-                        dtype="bfloat16", attention="cudnn", attention_dropout_rate=0.0)
-    config.data.seq_len = 128
-    config.train.batch_size = 16
-    config.mesh.update(data=1, fsdp=1, tensor=1)
+    config = _one_layer_mlm(128, 16, (1, 1, 1), vocab_size=4096, dtype="bfloat16", attention="cudnn",
+                            attention_dropout_rate=0.0)
     setup = build(config, gpu_targets.target_devices("h200"))
     batch = setup.abstract_batch(config.data, config.train.batch_size)
     hlo = setup.train_step.lower(setup.abstract_state, batch).compile().as_text()
