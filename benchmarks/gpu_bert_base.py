@@ -9,8 +9,8 @@ Each part runs in its own process, one after another, so that one cannot take th
 - `torch`: HF BertForMaskedLM (sdpa attention) under bf16 autocast with fp32 weights and a fused AdamW, eager or
   under torch.compile; the same random batch shape, 15% of the positions labelled, dropout on.
 MFU counts matmul FLOPs as plm_jax/models/flops.py does (the HF head projects every position, so its FLOPs use
-the dense head), against the bf16 peak of the device table (plm_jax/train/peak_flops.py). Our parts also give
-the MFU ceiling (plm_jax/train/roofline.py): the MFU if every matmul ran at that peak and every other kernel moved
+the dense head), against the bf16 peak of the device table (plm_jax/perf/peak_flops.py). Our parts also give
+the MFU ceiling (plm_jax/perf/roofline.py): the MFU if every matmul ran at that peak and every other kernel moved
 its bytes (the "non-matmul GB" of the compiled step) at the table's memory bandwidth. Results go to
 OUT/results.jsonl and OUT/table.md, each part's output to OUT/parts.log; the table is printed last. Parts that
 fail or outrun their time are listed with their error; the others still run.
@@ -26,10 +26,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from vs_peers import bench_command, last_json  # benchmarks/, the script's own folder (sys.path[0] of a script)
 
-from vs_peers import bench_command, last_json  # noqa: E402  (benchmarks/, the script's own folder)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BASE = dict(layers=12, hidden=768, heads=12, vocab=30522, seq=128)
 SMOKE = dict(layers=2, hidden=128, heads=2, vocab=30522, seq=128)
@@ -69,7 +68,7 @@ def part_torch(shape: dict, batch: int, steps: int, compile_: bool) -> dict:
     import torch
     import transformers
 
-    from plm_jax.train.peak_flops import table_peak_flops
+    from plm_jax.perf.peak_flops import table_peak_flops
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)

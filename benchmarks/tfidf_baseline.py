@@ -11,15 +11,11 @@ fine-tuning runs use).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from plm_jax.tasks.classification import LabeledSet, default_task_config, label_counts, load_split  # noqa: E402
+from plm_jax.tasks.classification import LabeledSet, default_task_config, label_counts, load_split
 
 DATASETS = {
     "rotten_tomatoes": {"tfds_name": "plm_rotten_tomatoes", "text_a": "text", "label": "label"},

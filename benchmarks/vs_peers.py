@@ -1,11 +1,15 @@
-"""plm_jax's MLM train step side by side with the Hugging Face peers of ../shared/bench, in one run.
+"""plm_jax's MLM train step side by side with the Hugging Face peers (benchmarks/peers/), in one run.
 
-    bash ../shared/bench/build_venv.sh            # once: the peers' venv at /tmp/plm-peers-venv
+    bash benchmarks/peers/build_venv.sh            # once: the peers' venv at /tmp/plm-peers-venv (~2.5 min)
     python benchmarks/vs_peers.py --sizes mini --rounds 3 --out runs/bench_vs_peers.md
 
-Each round runs every implementation once, each in its own process, one after another (A B C A B C ...), so
-that the shared machine's noise falls on all of them alike; the table gives medians over rounds and the ratio
-of ours to the best peer measured in the same round (paired), then the median of those ratios.
+The peers are HF transformers' BertForMaskedLM in eager PyTorch and under torch.compile, and FlaxBertForMaskedLM
+under jax.jit (benchmarks/peers/peer_bert_train.py, run with the venv's Python, --peer-python); ours is
+`launch.py bench --config configs/bench/bert_mini.py` at the same shape, with the sparse MLM head (as trained) and
+the dense one (the peers' work). Each round runs every implementation once, each in its own process, one after
+another (A B C A B C ...), so that the shared machine's noise falls on all of them alike; the table gives medians
+over rounds and the ratio of ours to the best peer measured in the same round (paired), then the median of those
+ratios. docs/benchmarks.md gives the commands and the measured tables.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER_DIR = os.path.join(os.path.dirname(ROOT), "shared", "bench")
+PEER_DIR = os.path.join(ROOT, "benchmarks", "peers")  # peer_bert_train.py, requirements.txt, build_venv.sh
 SIZES = {"tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8), "medium": (8, 512, 8)}  # layers, hidden, heads
 PEERS = ("torch", "torch_compile", "flax")
 OURS = ("plm_jax_sparse", "plm_jax_dense")
@@ -53,8 +57,9 @@ def bench_command(config: str, layers: int, hidden: int, heads: int, seq: int, b
             *extra]
 
 
-def run_ours(head: str, size: str, seq: int, batch: int, steps: int) -> dict:
-    cmd = bench_command("bert_mini", *SIZES[size], seq, batch, steps, head, f"--config.bench.name={size}")
+def run_ours(head: str, size: str, seq: int, batch: int, steps: int, overrides: tuple[str, ...] = ()) -> dict:
+    cmd = bench_command("bert_mini", *SIZES[size], seq, batch, steps, head, f"--config.bench.name={size}",
+                        *(f"--config.{kv}" for kv in overrides))
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     r = last_json(out.stdout)
     return {"tokens_per_sec": r["tokens_per_sec"], "median_step_ms": r["median_step_ms"],
@@ -69,17 +74,25 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=3, help="timed steps per run, after one warm-up/compile step")
-    p.add_argument("--peer-python", default="/tmp/plm-peers-venv/bin/python")
+    p.add_argument("--peer-python", default="/tmp/plm-peers-venv/bin/python",
+                   help="the peers' venv's Python (bash benchmarks/peers/build_venv.sh [VENV] builds it)")
     p.add_argument("--impls", nargs="+", default=list(PEERS + OURS))
     p.add_argument("--out", default=None, help="also write the markdown table here")
     p.add_argument("--peer-env", nargs="*", default=[], metavar="KEY=VALUE",
                    help="environment for the peers' processes, e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (what "
                         "launch.py sets for ours; it slows PyTorch down, so the default leaves the peers as they are)")
+    p.add_argument("--ours-config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for our runs, without the --config. prefix, e.g. mesh.cpu_devices=0 "
+                        "(one CPU device instead of one per core)")
     a = p.parse_args()
-    bad = [kv for kv in a.peer_env if "=" not in kv]
-    if bad:
-        p.error(f"--peer-env takes KEY=VALUE, got {bad[0]!r}")
+    for flag, values in (("--peer-env", a.peer_env), ("--ours-config", a.ours_config)):
+        bad = [kv for kv in values if "=" not in kv]
+        if bad:
+            p.error(f"{flag} takes KEY=VALUE, got {bad[0]!r}")
     peer_env = dict(kv.split("=", 1) for kv in a.peer_env)
+    if set(a.impls) & set(PEERS) and not os.path.exists(a.peer_python):
+        p.error(f"no peers' Python at {a.peer_python}: build the venv with `bash benchmarks/peers/build_venv.sh` "
+                f"(or pass --peer-python, or --impls {' '.join(OURS)} for ours alone)")
 
     rows: dict[tuple[str, str], list[dict]] = {}
     for size in a.sizes:
@@ -90,7 +103,7 @@ def main() -> None:
                     if impl in PEERS:
                         r = run_peer(a.peer_python, impl, size, a.seq, a.batch, a.steps, peer_env)
                     else:
-                        r = run_ours(impl.rsplit("_", 1)[1], size, a.seq, a.batch, a.steps)
+                        r = run_ours(impl.rsplit("_", 1)[1], size, a.seq, a.batch, a.steps, tuple(a.ours_config))
                 except subprocess.CalledProcessError as e:
                     print(f"FAILED {impl}: {e.stderr[-1500:]}", file=sys.stderr)
                     continue

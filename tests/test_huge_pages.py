@@ -8,8 +8,6 @@ import pytest
 
 from plm_jax import huge_pages
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def test_environment_gains_the_tunable_once_and_keeps_the_users():
     env = huge_pages.environment_with_huge_pages({"PATH": "/bin"})
@@ -36,7 +34,6 @@ def test_launch_reexecutes_with_the_tunable_and_the_same_arguments(tmp_path, opt
     script = tmp_path / "child.py"
     script.write_text(
         "import os, sys\n"
-        f"sys.path.insert(0, {ROOT!r})\n"
         "from plm_jax.huge_pages import reexec_with_huge_pages\n"
         "print('start', flush=True)\n"
         "reexec_with_huge_pages()\n"

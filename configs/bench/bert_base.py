@@ -4,9 +4,9 @@ r"""Train-step benchmark, BERT-base (12 layers, hidden 768, 12 heads), seq 128, 
     python benchmarks/gpu_bert_base.py --out runs/bench/gpu_bert_base                  # + HF PyTorch, same GPU
 
 Expected on one H200 (measured 2026-11-29): compile ~34 s; ~524,000 tokens/s (62.5 ms a step), MFU ~29%; with
-cuDNN attention ~566,000 tokens/s, MFU ~31%; HF torch.compile gave 504,000 in the same run (README). A GPU
-config: on 2 CPU cores one step takes minutes. Parameters and optimizer state stay fp32; matmuls run in bf16,
-softmax and loss in fp32. MFU is against the table's bf16 peak for the device (plm_jax/train/peak_flops.py;
+cuDNN attention ~566,000 tokens/s, MFU ~31%; HF torch.compile gave 504,000 in the same run (docs/benchmarks.md).
+A GPU config: on 2 CPU cores one step takes minutes. Parameters and optimizer state stay fp32; matmuls run in bf16,
+softmax and loss in fp32. MFU is against the table's bf16 peak for the device (plm_jax/perf/peak_flops.py;
 H200: 989 TFLOP/s dense). Variants:
 
     python launch.py bench --config configs/bench/bert_base.py --config.model.attention=cudnn \

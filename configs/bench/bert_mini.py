@@ -4,7 +4,7 @@ r"""Train-step benchmark, BERT-mini (4 layers, hidden 256, 4 heads), seq 128, ba
 
 Expected on 2 shared CPU cores (measured 2026-11-29): about 30 s; ~4,100-4,900 tokens/s on one CPU device per core
 (mesh.cpu_devices=-1), MFU ~62% against the fp32 matmul peak measured in the same process; 2.9x the best Hugging
-Face peer of ../shared/bench (README table).
+Face peer (benchmarks/vs_peers.py; the table is in docs/benchmarks.md).
 Prints one JSON line: tokens/s, MFU, compile time, peak memory. Variants:
 
     python launch.py bench --config configs/bench/bert_mini.py --config.bench.head=dense   # the peers' work
