@@ -11,6 +11,7 @@ import dataclasses
 import ml_collections
 
 from plm_jax.data.data_config import default_data_config
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.parallel.sharding import DEFAULT_RULES
 
@@ -27,7 +28,7 @@ _OBJECTIVE_MODELS = {
 def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     """All keys of a pretraining run; `objective` picks the model family: mlm | causal_lm | span_corruption."""
     if objective not in _OBJECTIVE_MODELS:
-        raise ValueError(f"objective={objective!r}; expected one of {tuple(_OBJECTIVE_MODELS)}")
+        raise UserError(f"objective={objective!r}; expected one of {tuple(_OBJECTIVE_MODELS)}")
     config = ml_collections.ConfigDict()
     config.seed = 0  # parameters, dropout, shuffling and masks all derive from it
     config.objective = objective  # mlm (BERT) | causal_lm (GPT) | span_corruption (T5): must match model.architecture
@@ -59,6 +60,8 @@ def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
             keep_checkpoints=3,
             async_checkpoints=True,
             profile_steps=(),  # (first, last): a jax.profiler trace of those steps in workdir/profile (TensorBoard)
+            eval_at_start=True,  # also evaluate the initial model (step 0)
+            layer_decay=1.0,  # layer-wise LR decay: layer i of N gets lr * layer_decay ** (N - i); 1 = off
         )
     )
 
@@ -77,7 +80,7 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
 
 
 def bench_config(name: str, steps: int) -> ml_collections.ConfigDict:
-    """An MLM pretraining config plus the `bench` section that `launch.py bench` reads (train/bench.py)."""
+    """An MLM pretraining config plus the `bench` section that `launch.py bench` reads (perf/bench.py)."""
     config = mlm_pretrain_config()
     config.bench = ml_collections.ConfigDict(
         dict(name=name, head="sparse", steps=steps,  # head: sparse (as trained) | dense (every position, the peers')
@@ -131,6 +134,7 @@ def finetune_config() -> ml_collections.ConfigDict:
             checkpoint_every=0,  # steps; 0 = at the end of each epoch only
             keep_checkpoints=1,
             async_checkpoints=True,
+            profile_steps=(),  # (first, last): a jax.profiler trace of those steps in workdir/profile (TensorBoard)
         )
     )
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, strategy="", cpu_devices=-1))
@@ -156,5 +160,14 @@ def translation_config() -> ml_collections.ConfigDict:
     config.train.update(lr=5e-4, epochs=10, batch_size=64, eval_batch_size=64, warmup_frac=0.05)
     config.train.sort_window = 50  # batches of similar lengths, sorted within windows of this many; 0 = random
     config.train.length_bucket = 16  # cut each batch to its longest row, rounded up to this; 0 = full length
-    del config.train["layer_decay"], config.train["eval_at_start"]
+    return config
+
+
+def tagging_config() -> ml_collections.ConfigDict:
+    """Keys of a token-classification fine-tune (`task.kind="tagging"`; plm_jax/tasks/tagging.py)."""
+    from plm_jax.tasks.tagging import default_tagging_config
+
+    config = finetune_config()
+    config.task = default_tagging_config()
+    config.train.update(lr=5e-5, epochs=3, batch_size=32)
     return config

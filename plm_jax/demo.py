@@ -21,7 +21,7 @@ from typing import Any
 
 import ml_collections
 
-from plm_jax.train.report import table
+from plm_jax.evaluate.tables import table
 
 log = logging.getLogger("plm_jax")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,14 +64,13 @@ def demo_configs() -> list[ml_collections.ConfigDict]:
 
 
 def run_demo(workdir: str, pretrained: str | None = None) -> dict[str, Any]:
-    from plm_jax.train.finetune import finetune
-    from plm_jax.train.pretrain import pretrain
+    from plm_jax.run import train
 
     os.makedirs(workdir, exist_ok=True)
     if pretrained is None:
         pretrained = os.path.join(workdir, "pretrain")
         log.info("demo 1/3: pretraining the quickstart model in %s", pretrained)
-        pretrain(load_config("configs/quickstart.py"), pretrained)
+        train(load_config("configs/quickstart.py"), pretrained)
     elif not os.path.isdir(os.path.join(pretrained, "checkpoints")):
         raise FileNotFoundError(f"--pretrained {pretrained}: not a pretraining run (no checkpoints/ in it)")
 
@@ -85,7 +84,7 @@ def run_demo(workdir: str, pretrained: str | None = None) -> dict[str, Any]:
                     results = json.load(f)
             else:
                 log.info("demo: fine-tuning %s from %s", task, start)
-                results = finetune(finetune_config_for(task, start, pretrained), run_dir)
+                results = train(finetune_config_for(task, start, pretrained), run_dir)
                 if "interrupted_at" in results:
                     raise KeyboardInterrupt(f"interrupted during {run_dir}; run the demo again to resume")
             rows.append({"task": task, "start": start, "train_examples": results["train_examples"],

@@ -1,8 +1,14 @@
-"""Exceptions that describe bad user input (config, files, checkpoints): the CLI prints them as one line.
+"""Errors that describe bad user input (config, files, checkpoints, flags): the CLI prints them as one line and
+exits with status 2. Everything else, a bug inside the code among them, keeps its traceback.
 
-Set PLM_DEBUG=1 to get the traceback as well.
+Set PLM_DEBUG=1 to get the traceback of a user error as well.
 """
 
+
+class UserError(ValueError):
+    """The user's input is wrong: the message names the key, file, line or value, and what would be right.
+
+    A ValueError, so that callers and tests that expect one still catch it."""
 
 
 class DataUnavailableError(RuntimeError):
@@ -10,11 +16,12 @@ class DataUnavailableError(RuntimeError):
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ValueError,  # includes CheckpointMismatchError and config validation
+    UserError,  # includes CheckpointMismatchError and config validation
     FileNotFoundError,
     FileExistsError,
     NotADirectoryError,
     IsADirectoryError,
+    PermissionError,
     UnicodeError,
     DataUnavailableError,
 )

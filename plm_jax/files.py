@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from plm_jax.errors import UserError
+
 
 def write_atomic(path: str, data: bytes | str) -> None:
     """Writes via a temporary file in the same folder, so readers never see a half-written file and a failure
@@ -35,7 +37,7 @@ def json_objects(lines: Iterable[str], where_of: Callable[[int], str]) -> Iterat
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: malformed JSON ({e.msg}): {line[:80]!r}") from None
+            raise UserError(f"{where}: malformed JSON ({e.msg}): {line[:80]!r}") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, record

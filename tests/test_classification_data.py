@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from plm_jax.data.corpora import rotten_tomatoes, wiki_offline
+from plm_jax.data.text_tokenizer import WordPieceTextTokenizer
 from plm_jax.tasks.classification import (
     LabeledSet,
     TextExample,
@@ -18,7 +19,6 @@ from plm_jax.tasks.classification import (
     label_counts,
     load_split,
 )
-from plm_jax.tasks.text_tokenizer import WordPieceTextTokenizer
 from tests.test_data_rotten_tomatoes import no_pip, write_fake_wheel
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog", "ran", "a",
@@ -228,8 +228,8 @@ def test_truncation_is_longest_first():
 
 
 def test_encode_is_fast_and_matches_sentencepiece(tmp_path):
+    from plm_jax.data.text_tokenizer import SentencePieceTextTokenizer
     from plm_jax.data.tokenizer import train_tokenizer
-    from plm_jax.tasks.text_tokenizer import SentencePieceTextTokenizer
     from tests.corpus import documents
 
     docs = documents(400)

@@ -10,9 +10,9 @@ import pytest
 
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
-from plm_jax.train.bench import device_peak_flops, run_bench
-from plm_jax.train.peak_flops import table_peak_flops
-from plm_jax.train.pretrain import validate
+from plm_jax.perf.bench import device_peak_flops, run_bench
+from plm_jax.perf.peak_flops import table_peak_flops
+from plm_jax.tasks.pretraining import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ["configs/quickstart.py", "configs/bench/bert_mini.py", "configs/bench/bert_base.py"]
@@ -41,10 +41,10 @@ FINETUNE_CONFIGS = [f"configs/finetune/{name}.py" for name in ("rotten_tomatoes"
 @pytest.mark.parametrize("path", FINETUNE_CONFIGS)
 def test_finetune_configs_load_validate_and_document_their_command(path):
     from plm_jax.tasks.classification import validate_task_config
-    from plm_jax.train.finetune import validate as validate_finetune
+    from plm_jax.tasks.finetuning import FinetuneTask
 
     config = load_config(path)
-    validate_finetune(config)
+    FinetuneTask.validate(config)
     if config.task.kind != "qa":
         validate_task_config(config.task)
     with open(os.path.join(ROOT, path)) as f:
@@ -144,12 +144,20 @@ def test_gpu_benchmark_script_runs_its_parts_and_tabulates(tmp_path):
     assert bad.returncode == 2 and "unknown ['nope']" in bad.stderr
 
 
-def test_gpu_benchmark_part_that_fails_or_times_out_is_recorded_with_its_output(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import gpu_bert_base
-    finally:
-        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+def load_benchmarks(monkeypatch, *names):
+    """Scripts of benchmarks/ (a folder, not a package) loaded by path in order, the last returned; each is put in
+    sys.modules under its name for the test, so that a later one imports an earlier one as the script does
+    (gpu_bert_base: `from vs_peers import ...`)."""
+    for name in names:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_part_that_fails_or_times_out_is_recorded_with_its_output(tmp_path, monkeypatch):
+    gpu_bert_base = load_benchmarks(monkeypatch, "vs_peers", "gpu_bert_base")
     slow = [sys.executable, "-c", "import time; print('half way', flush=True); time.sleep(30)"]
     record = gpu_bert_base.run_part("slow", slow, 1, str(tmp_path))
     assert record["error"].startswith("exit timeout") and "half way" in record["error"]
@@ -182,7 +190,7 @@ def test_op_profile_maps_trace_events_to_model_code():
     import jax
     import jax.numpy as jnp
 
-    from plm_jax.train import op_profile
+    from plm_jax.perf import op_profile
 
     def layer(x, w):
         return jnp.tanh(x @ w)
@@ -228,7 +236,7 @@ def test_bible_pretraining_configs_agree_with_their_objective_and_document_their
     import importlib.util
 
     from plm_jax.models.config import TransformerConfig
-    from plm_jax.train.objectives import get_objective
+    from plm_jax.tasks.objectives import get_objective
 
     spec = importlib.util.spec_from_file_location("bible", os.path.join(ROOT, "configs/pretrain/bible.py"))
     module = importlib.util.module_from_spec(spec)
@@ -243,13 +251,13 @@ def test_bible_pretraining_configs_agree_with_their_objective_and_document_their
 def test_bible_translation_configs_validate(arg):
     import importlib.util
 
-    from plm_jax.train.translate import validate
+    from plm_jax.tasks.translation_task import TranslationTask
 
     spec = importlib.util.spec_from_file_location("bible_mt", os.path.join(ROOT, "configs/translate/bible.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(arg)
-    validate(config)
+    TranslationTask.validate(config)
     assert config.task.target_lang == arg and config.model.architecture == "encoder_decoder"
     assert "python launch.py finetune" in module.__doc__ and "Measured" in module.__doc__
     with pytest.raises(ValueError, match=":de or :fr"):

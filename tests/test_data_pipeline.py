@@ -127,7 +127,7 @@ def test_bad_arguments(setup):
 
 def test_eval_mask_rate_sets_the_held_out_rate_only(setup):
     """MosaicBERT's yardstick: a run trained at mask rate 0.40 is evaluated with 15% of its tokens selected."""
-    from plm_jax.train.pretrain import eval_data_config
+    from plm_jax.tasks.pretraining import eval_data_config
 
     cfg, tok = setup
     cfg = cfg.copy_and_resolve_references()

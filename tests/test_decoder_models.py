@@ -12,7 +12,7 @@ from plm_jax.models.config import TransformerConfig
 from plm_jax.models.decoder import CausalLM, causal_dummy_inputs, decoding_setup, init_cache
 from plm_jax.models.encoder_decoder import EncoderDecoder, seq2seq_dummy_inputs
 from plm_jax.models.layout import to_scanned
-from plm_jax.train.objectives import get_objective
+from plm_jax.tasks.objectives import get_objective
 
 GPT = TransformerConfig(architecture="decoder", vocab_size=61, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
                         max_len=24, type_vocab_size=0, embedding_layer_norm=False, pre_layer_norm=True,

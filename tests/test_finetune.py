@@ -7,12 +7,12 @@ import signal
 import numpy as np
 import pytest
 
+from plm_jax import inference
 from plm_jax.config_base import finetune_config
 from plm_jax.data.tokenizer import train_tokenizer
-from plm_jax.train import finetune_data as fdata
-from plm_jax.train import inference
+from plm_jax.run import load, train
+from plm_jax.tasks import finetuning as fdata
 from plm_jax.train.checkpoint import tree_equal
-from plm_jax.train.finetune import finetune
 from tests import corpus
 
 VOCAB = 60
@@ -42,7 +42,7 @@ def tiny_config(base, **train):
 @pytest.fixture(scope="module")
 def trained(task_files):
     workdir = str(task_files / "run")
-    return workdir, finetune(tiny_config(task_files), workdir)
+    return workdir, train(tiny_config(task_files), workdir)
 
 
 def test_a_tiny_task_is_learned_and_the_best_epoch_kept(trained):
@@ -83,12 +83,12 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(trained, task_files, m
         return real_rows(seed, step, *args)
 
     monkeypatch.setattr(fdata, "train_rows", rows_then_sigterm)
-    first = finetune(tiny_config(task_files), resumed)
+    first = train(tiny_config(task_files), resumed)
     assert first["interrupted_at"] == 38
     monkeypatch.setattr(fdata, "train_rows", real_rows)
-    second = finetune(tiny_config(task_files), resumed)
+    second = train(tiny_config(task_files), resumed)
     assert second["best"] == results["best"]
-    assert tree_equal(inference.LoadedRun(workdir).params, inference.LoadedRun(resumed).params)
+    assert tree_equal(load(workdir).params, load(resumed).params)
 
 
 def test_a_work_directory_refuses_another_task(trained, task_files):
@@ -96,22 +96,22 @@ def test_a_work_directory_refuses_another_task(trained, task_files):
     config = tiny_config(task_files)
     config.task.seq_len = 48
     with pytest.raises(ValueError, match="holds a fine-tune with another task"):
-        finetune(config, workdir)
+        train(config, workdir)
 
 
 def test_bad_input_is_named(task_files, tmp_path):
     config = tiny_config(task_files, batch_size=1024)
     with pytest.raises(ValueError, match="fewer than train.batch_size=1024"):
-        finetune(config, str(tmp_path / "a"))
+        train(config, str(tmp_path / "a"))
     config = tiny_config(task_files)
     config.model.vocab_size = VOCAB + 4
     with pytest.raises(ValueError, match="vocabulary has 64 entries but the tokenizer .* has 60"):
-        finetune(config, str(tmp_path / "b"))
+        train(config, str(tmp_path / "b"))
     config = tiny_config(task_files)
     config.init = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        finetune(config, str(tmp_path / "c"))
+        train(config, str(tmp_path / "c"))
     config = tiny_config(task_files)
     config.task.kind = "ranking"
     with pytest.raises(ValueError, match="task.kind='ranking'"):
-        finetune(config, str(tmp_path / "d"))
+        train(config, str(tmp_path / "d"))

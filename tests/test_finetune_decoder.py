@@ -18,18 +18,21 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from plm_jax import inference  # noqa: E402
 from plm_jax.config_base import finetune_config, pretrain_config  # noqa: E402
 from plm_jax.interop.hf_gpt2 import config_from_hf, hf_to_params  # noqa: E402
+from plm_jax.models.config import TransformerConfig  # noqa: E402
 from plm_jax.models.heads import (  # noqa: E402
     DecoderForSequenceClassification,
-    check_finetune_head,
     finetune_dummy_inputs,
     last_token_index,
+    needs_encoder,
+    sequence_classifier,
 )
-from plm_jax.train import inference, starting_point  # noqa: E402
+from plm_jax.run import load, train  # noqa: E402
+from plm_jax.tasks import starting_point  # noqa: E402
 from plm_jax.train import state as state_lib  # noqa: E402
-from plm_jax.train.finetune import FinetunedModel, finetune  # noqa: E402
-from plm_jax.train.pretrain import pretrain  # noqa: E402
+from plm_jax.train.rundir import RunDir  # noqa: E402
 from tests import corpus  # noqa: E402
 from tests.graft_recorder import finetune_recording_graft  # noqa: E402
 
@@ -97,14 +100,16 @@ def test_last_token_index_is_the_last_real_token():
 
 
 def test_heads_a_decoder_lacks_are_named():
-    check_finetune_head("decoder", "classification")
-    check_finetune_head("decoder", "regression")
-    check_finetune_head("encoder", "qa")
+    GPT = TransformerConfig.from_config(pretrain_config("causal_lm").model)
+    assert isinstance(sequence_classifier(GPT, 2), DecoderForSequenceClassification)
+    assert isinstance(sequence_classifier(GPT, 1, kind="regression"), DecoderForSequenceClassification)
+    needs_encoder("qa", "encoder")
     with pytest.raises(ValueError, match=r"task.kind='qa'.*model.architecture='decoder'"):
-        check_finetune_head("decoder", "qa")
-    for kind in ("classification", "qa"):
-        with pytest.raises(ValueError, match=rf"task.kind='{kind}'.*model.architecture='encoder_decoder'"):
-            check_finetune_head("encoder_decoder", kind)
+        needs_encoder("qa", "decoder")
+    with pytest.raises(ValueError, match=r"task.kind='qa'.*model.architecture='encoder_decoder'"):
+        needs_encoder("qa", "encoder_decoder")
+    with pytest.raises(ValueError, match=r"task.kind='classification'.*model.architecture='encoder_decoder'"):
+        sequence_classifier(dataclasses.replace(GPT, architecture="encoder_decoder"), 2)
 
 
 # --- 2. end to end from a tiny causal-LM pretraining run (slow: the module pretrains and fine-tunes, ~30 s) ----
@@ -120,7 +125,7 @@ def gpt_run(tmp_path_factory):
                   shuffle_buffer=64)
     c.train.update(batch_size=8, steps=20, lr=3e-3, warmup_steps=4, log_every=10, eval_every=20, eval_batches=1,
                    checkpoint_every=20, keep_checkpoints=1, async_checkpoints=False)
-    pretrain(c, str(base / "gpt"))
+    train(c, str(base / "gpt"))
     rng = np.random.default_rng(0)
     for split, n in (("train", 512), ("eval", 64)):
         corpus.write_sentiment_csv(base / f"{split}.csv", n, rng)
@@ -161,8 +166,9 @@ def test_classifier_learns_from_the_causal_lm_weights(gpt_run, finetuned):
     for name in ("embeddings", "decoder"):
         assert jax.tree.structure(grafted[name]) == jax.tree.structure(pretrained[name])
         jax.tree.map(np.testing.assert_array_equal, grafted[name], pretrained[name])
-    fm = FinetunedModel.load(workdir)
-    assert fm.model_cfg.architecture == "decoder" and isinstance(fm.module(), DecoderForSequenceClassification)
+    fm = RunDir(workdir).model_info()
+    assert fm.model_cfg.architecture == "decoder" and isinstance(load(workdir).task.model,
+                                                                 DecoderForSequenceClassification)
 
 
 @pytest.mark.slow
@@ -198,7 +204,7 @@ def test_from_scratch_keeps_the_shape_not_the_weights(gpt_run, monkeypatch):
 
     monkeypatch.setattr(state_lib, "init_state", init_then_stop)
     with pytest.raises(_Stop):
-        finetune(config, str(gpt_run / "scratch"))
+        train(config, str(gpt_run / "scratch"))
     _, _, pretrained = starting_point.plm_jax_run_params(str(gpt_run / "gpt"))
     scratch = initial[0]
     assert set(scratch) == {"embeddings", "decoder", "score"}
@@ -213,6 +219,6 @@ def test_from_scratch_keeps_the_shape_not_the_weights(gpt_run, monkeypatch):
 def test_a_causal_lm_run_refuses_extractive_qa(gpt_run, tmp_path):
     config = cls_config(gpt_run)
     config.task.kind = "qa"
-    with pytest.raises(ValueError, match=r"task.kind='qa' \(extractive QA\) needs an encoder.*'decoder'"):
-        finetune(config, str(tmp_path / "qa"))
+    with pytest.raises(ValueError, match=r"task.kind='qa' needs an encoder.*'decoder'"):
+        train(config, str(tmp_path / "qa"))
     assert not (tmp_path / "qa").exists()  # refused before anything is written

@@ -19,20 +19,21 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from plm_jax import inference  # noqa: E402
 from plm_jax.config_base import finetune_config, mlm_pretrain_config  # noqa: E402
+from plm_jax.data.text_tokenizer import load_text_tokenizer  # noqa: E402
 from plm_jax.data.tokenizer import train_tokenizer  # noqa: E402
+from plm_jax.errors import DataUnavailableError  # noqa: E402
 from plm_jax.interop.hf_bert import hf_to_params  # noqa: E402
 from plm_jax.models import layout  # noqa: E402
 from plm_jax.models.config import TransformerConfig  # noqa: E402
 from plm_jax.models.encoder import BertForMaskedLM, Encoder  # noqa: E402
 from plm_jax.models.heads import BertForSequenceClassification, finetune_dummy_inputs  # noqa: E402
+from plm_jax.run import load, train  # noqa: E402
+from plm_jax.tasks import starting_point  # noqa: E402
 from plm_jax.tasks.classification import TextExample, encode  # noqa: E402
-from plm_jax.tasks.text_tokenizer import load_text_tokenizer  # noqa: E402
-from plm_jax.train import inference, starting_point  # noqa: E402
 from plm_jax.train import state as state_lib  # noqa: E402
-from plm_jax.train.finetune import finetune  # noqa: E402
 from plm_jax.train.optimizer import layerwise_lr_decay, make_optimizer, weight_decay_mask  # noqa: E402
-from plm_jax.train.pretrain import pretrain  # noqa: E402
 from tests import corpus  # noqa: E402
 from tests.graft_recorder import finetune_recording_graft  # noqa: E402
 
@@ -121,6 +122,27 @@ def hf_run(files, hf_dir):
     return workdir, results, grafted
 
 
+def test_init_by_hub_id_reads_the_hub_cache_and_names_an_unreachable_hub(files, hf_dir, tmp_path, monkeypatch):
+    """`--init owner/name` goes through huggingface_hub's own cache; offline, an uncached id is one clear error."""
+    path, _ = hf_dir
+    snapshot = tmp_path / "hub" / "models--tiny-org--tiny-bert" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(path):
+        (snapshot / name).write_bytes(open(os.path.join(path, name), "rb").read())
+    (tmp_path / "hub" / "models--tiny-org--tiny-bert" / "refs").mkdir()
+    (tmp_path / "hub" / "models--tiny-org--tiny-bert" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from_hub = starting_point.resolve(cls_config(files, init="tiny-org/tiny-bert"))
+    from_dir = starting_point.resolve(cls_config(files, init=path))
+    assert from_hub.kind == "huggingface" and from_hub.model_cfg == from_dir.model_cfg
+    for x, y in zip(jax.tree.leaves(from_hub.params), jax.tree.leaves(from_dir.params)):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(DataUnavailableError, match="--init tiny-org/missing-bert: not a local directory, and the "
+                                                   "Hugging Face Hub could not provide it"):
+        starting_point.resolve(cls_config(files, init="tiny-org/missing-bert"))
+
+
 def test_hf_start_equals_transformers(files, hf_dir, hf_run):
     path, model = hf_dir
     sp = starting_point.resolve(cls_config(files, init=path))
@@ -149,7 +171,7 @@ def test_hf_start_equals_transformers(files, hf_dir, hf_run):
         for x, y in zip(jax.tree.leaves(start[name]), jax.tree.leaves(expected[name])):
             np.testing.assert_array_equal(x, y)
     assert start["classifier"]["kernel"].shape == (32, 2)
-    tuned = jax.device_get(inference.LoadedRun(workdir).params)
+    tuned = jax.device_get(load(workdir).params)
     moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                 for a, b in zip(jax.tree.leaves(tuned["encoder"]), jax.tree.leaves(sp.params["encoder"])))
     assert 0 < moved < 3e-3, moved
@@ -166,7 +188,7 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(hf_run, tmp_path):
     assert model.config.id2label == {0: "neg", 1: "pos"} and model.config.label2id == {"neg": 0, "pos": 1}
     assert model.config.problem_type == "single_label_classification"
 
-    run = inference.LoadedRun(workdir)
+    run = load(workdir)
     arrays = encode([TextExample(t, None, 0) for t in TEXTS * 3], run.tokenizer, SEQ_LEN)
     # transformers' own tokenizer, read from the exported directory, encodes the texts the same way.
     hf_tok = transformers.BertTokenizerFast.from_pretrained(out)
@@ -195,7 +217,7 @@ def tiny_pretrain_config(corpus_path: str) -> ml_collections.ConfigDict:
 @pytest.fixture(scope="module")
 def pretrained(files):
     workdir = str(files / "pretrain")
-    pretrain(tiny_pretrain_config(corpus.write_corpus(files / "corpus.txt", 300)), workdir)
+    train(tiny_pretrain_config(corpus.write_corpus(files / "corpus.txt", 300)), workdir)
     return workdir
 
 
@@ -216,7 +238,7 @@ def test_graft_from_a_pretraining_run(files, pretrained, monkeypatch):
 
     monkeypatch.setattr(starting_point, "graft", graft_then_stop)
     with pytest.raises(_Stop):
-        finetune(cls_config(files, init=pretrained), str(files / "from_pretrain"))
+        train(cls_config(files, init=pretrained), str(files / "from_pretrain"))
     assert len(grafted) == 1 and set(grafted[0]) == {"encoder", "pooler", "classifier"}
     for name in ("encoder", "pooler"):
         assert jax.tree.structure(grafted[0][name]) == jax.tree.structure(ckpt[name])
@@ -234,7 +256,7 @@ def test_graft_from_a_pretraining_run(files, pretrained, monkeypatch):
     config = cls_config(files, init=pretrained)
     config.from_scratch = True
     with pytest.raises(_Stop):
-        finetune(config, str(files / "scratch_shape"))
+        train(config, str(files / "scratch_shape"))
     assert len(grafted) == 1  # nothing grafted
     scratch = initial[0]["encoder"]
     shapes = jax.tree.map(np.shape, scratch)
@@ -309,7 +331,7 @@ def test_qa_end_to_end(files, tmp_path):
     c.train.update(batch_size=16, eval_batch_size=64, epochs=6, lr=5e-3, warmup_frac=0.1, log_every=8,
                    async_checkpoints=False)
     workdir = str(tmp_path / "qa")
-    results = finetune(c, workdir)
+    results = train(c, workdir)
     best = results["best"]["metrics"]
     assert results["main_metric"] == "f1" and results["train_examples"] > 120  # long contexts: several windows
     for key in ("exact_match", "f1"):
@@ -502,15 +524,15 @@ def test_bad_starting_points_are_named(files, hf_dir, hf_run, tmp_path):
         "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37, "max_position_embeddings": 64}))
     (roberta / "vocab.txt").write_bytes((files / "vocab.txt").read_bytes())
     with pytest.raises(ValueError, match="roberta"):
-        finetune(cls_config(files, init=str(roberta)), str(tmp_path / "a"))
+        train(cls_config(files, init=str(roberta)), str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()  # refused before anything is written
 
     path, _ = hf_dir
     config = cls_config(files, init=path)
     config.tokenizer = str(files / "spm.model")  # another model's tokenizer: 60 pieces, not the checkpoint's
     with pytest.raises(ValueError, match=f"vocabulary has {vocab_size(files)} entries but the tokenizer .* has 60"):
-        finetune(config, str(tmp_path / "b"))
+        train(config, str(tmp_path / "b"))
 
     workdir, _, _ = hf_run
     with pytest.raises(ValueError, match="holds a fine-tune with another init"):
-        finetune(cls_config(files, init=str(roberta)), workdir)
+        train(cls_config(files, init=str(roberta)), workdir)

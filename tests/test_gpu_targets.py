@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from plm_jax.parallel import gpu_targets
-from plm_jax.train.peak_flops import table_bandwidth, table_peak_flops
+from plm_jax.perf.peak_flops import table_bandwidth, table_peak_flops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_CUDA_PLUGIN = importlib.util.find_spec("jax_plugins") is not None and \
@@ -52,7 +52,7 @@ def test_each_target_is_a_device_the_peak_table_knows(kind):
 
 
 def test_compile_only_reports_the_roofline_on_this_host():
-    from plm_jax.train.setup import compile_only
+    from plm_jax.perf.compile_only import compile_only
 
     report = compile_only(_one_layer_mlm(32, 8, (-1, 1, 1), vocab_size=256, hidden_size=32, num_heads=2, mlp_dim=64))
     assert report["device_kind"] == "cpu" and report["estimated_peak_bytes_per_device"] > 0
@@ -73,7 +73,7 @@ def test_a_gpu_target_without_the_cuda_plugin_says_what_to_install():
 
 @pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs JAX's CUDA plugin (no GPU): pip install jax[cuda12]")
 def test_compile_for_two_h100s_without_a_gpu():
-    from plm_jax.train.setup import compile_only
+    from plm_jax.perf.compile_only import compile_only
 
     config = _one_layer_mlm(32, 8, (1, 2, 1), vocab_size=256, dtype="bfloat16")
     report = compile_only(config, gpu_targets.target_devices("h100:2"))
@@ -85,13 +85,14 @@ def test_compile_for_two_h100s_without_a_gpu():
 def test_bf16_mlm_step_on_a_gpu_keeps_no_fp32_vocabulary_sized_tensor():
     """The MLM loss's backward pass recomputes the softmax from the bf16 logits: no fused kernel writes an fp32
     predictions x vocabulary tensor (with the head's bias added in fp32, XLA wrote exp(logits - max))."""
-    from plm_jax.train import roofline
+    from plm_jax.perf import roofline
+    from plm_jax.tasks.pretraining import PretrainingTask
     from plm_jax.train.setup import build
 
     config = _one_layer_mlm(128, 16, (1, 1, 1), vocab_size=4096, dtype="bfloat16", attention="cudnn",
                             attention_dropout_rate=0.0)
-    setup = build(config, gpu_targets.target_devices("h200"))
-    batch = setup.abstract_batch(config.data, config.train.batch_size)
+    setup = build(PretrainingTask(config), gpu_targets.target_devices("h200"))
+    batch = setup.abstract_batch(config.train.batch_size)
     hlo = setup.train_step.lower(setup.abstract_state, batch).compile().as_text()
     computations, _, entry = roofline._parse(hlo)
     written = [(name, shape) for name, shape, opcode, _ in computations[entry]

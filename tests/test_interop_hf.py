@@ -343,7 +343,7 @@ def minilm() -> str:
 
 
 def test_minilm_parity(minilm):
-    from plm_jax.tasks.text_tokenizer import WordPieceTextTokenizer
+    from plm_jax.data.text_tokenizer import WordPieceTextTokenizer
 
     tok = WordPieceTextTokenizer(os.path.join(minilm, "tokenizer.json"))
     hf_tok = transformers.AutoTokenizer.from_pretrained(minilm)

@@ -177,7 +177,7 @@ def test_fused_attention_matches_einsum_and_keeps_packing():
 
 
 def test_token_loss_sums_match_numpy_cross_entropy_accuracy_and_gradient():
-    from plm_jax.train.objectives import token_loss_sums
+    from plm_jax.tasks.objectives import token_loss_sums
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (3, 5, 11)).astype(np.float32)

@@ -15,10 +15,10 @@ import pytest
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
 from plm_jax.parallel import sharding
+from plm_jax.run import train
 from plm_jax.train import optimizer
 from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer, CheckpointMismatchError, tree_equal
-from plm_jax.train.pretrain import pretrain
 from tests.corpus import write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +59,7 @@ def uninterrupted(setup):
     workdir = str(base / "uninterrupted")
     config = tiny_config(corpus)
     config.train.profile_steps = (3, 4)  # tracing must not change a single bit of the run
-    return workdir, pretrain(config, workdir)
+    return workdir, train(config, workdir)
 
 
 def _launch(config_path, workdir, *extra):
@@ -170,14 +170,14 @@ def test_bad_input_is_named_and_nothing_is_lost(setup, uninterrupted, tmp_path):
     bad = tiny_config(corpus)
     bad.data.paths = (str(empty),)
     with pytest.raises(ValueError, match="no usable documents"):
-        pretrain(bad, str(tmp_path / "empty_run"))
+        train(bad, str(tmp_path / "empty_run"))
 
     # a tokenizer whose vocabulary does not match the model
     bad = tiny_config(corpus)
     bad.data.tokenizer = os.path.join(uninterrupted[0], "tokenizer.model")
     bad.model.vocab_size = 64
     with pytest.raises(ValueError, match=r"tokenizer vocabulary \(56 pieces\) does not match model.vocab_size=64"):
-        pretrain(bad, str(tmp_path / "vocab_run"))
+        train(bad, str(tmp_path / "vocab_run"))
     assert not os.path.exists(tmp_path / "vocab_run" / "config.json")  # a failed first start pins no config
 
     # a work directory of another model shape, and a checkpoint copied from another model shape
@@ -185,14 +185,14 @@ def test_bad_input_is_named_and_nothing_is_lost(setup, uninterrupted, tmp_path):
     bad = tiny_config(corpus)
     bad.model.hidden_size = 32
     with pytest.raises(ValueError, match="holds a run of another model shape.*hidden_size"):
-        pretrain(bad, uninterrupted[0])
+        train(bad, uninterrupted[0])
     assert snapshot == {f: os.path.getmtime(os.path.join(uninterrupted[0], f)) for f in snapshot}
 
     other = str(tmp_path / "copied")
     shutil.copytree(os.path.join(uninterrupted[0], "checkpoints"), os.path.join(other, "checkpoints"))
     bad.data.tokenizer = os.path.join(uninterrupted[0], "tokenizer.model")
     with pytest.raises(CheckpointMismatchError, match="differ in shape"):
-        pretrain(bad, other)
+        train(bad, other)
     assert sorted(os.listdir(os.path.join(other, "checkpoints"))) == sorted(
         os.listdir(os.path.join(uninterrupted[0], "checkpoints")))
 

@@ -11,9 +11,11 @@ import pytest
 
 from plm_jax.config_base import pretrain_config
 from plm_jax.data.tokenizer import train_tokenizer
+from plm_jax.perf.compile_only import compile_only
+from plm_jax.run import train
+from plm_jax.tasks.pretraining import PretrainingTask
 from plm_jax.train.checkpoint import Checkpointer
-from plm_jax.train.pretrain import pretrain
-from plm_jax.train.setup import build, compile_only
+from plm_jax.train.setup import build
 from tests.corpus import write_corpus
 
 SENTINELS = 12
@@ -38,15 +40,15 @@ def corpus(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["causal_lm", "span_corruption"])
 def test_objective_learns_and_resumes_exactly(objective, corpus, tmp_path):
-    full = pretrain(tiny(objective, corpus), str(tmp_path / "full"))
+    full = train(tiny(objective, corpus), str(tmp_path / "full"))
     assert full["eval_at_end"]["loss"] < full["eval_at_start"]["loss"] - 0.5
     with open(tmp_path / "full" / "config.json") as f:
         assert json.load(f)["objective"] == objective
     shutil.copytree(tmp_path / "full", tmp_path / "resumed")  # as if the run had been killed after step 20
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "40")
-    resumed = pretrain(tiny(objective, corpus), str(tmp_path / "resumed"))
+    resumed = train(tiny(objective, corpus), str(tmp_path / "resumed"))
     assert resumed["eval_at_end"]["loss"] == full["eval_at_end"]["loss"]
-    setup = build(tiny(objective, corpus))
+    setup = build(PretrainingTask(tiny(objective, corpus)))
     trees = []
     for run in ("full", "resumed"):
         ckpt = Checkpointer(str(tmp_path / run / "checkpoints"), use_async=False)
@@ -65,25 +67,25 @@ def test_a_workdir_keeps_its_objective_and_mismatches_are_refused(corpus, tmp_pa
     c = tiny("causal_lm", corpus)
     c.objective = "span_corruption"
     with pytest.raises(ValueError, match="decoder cross-attends to an encoder's output"):
-        pretrain(c, str(tmp_path / "bad"))
+        train(c, str(tmp_path / "bad"))
     assert not (tmp_path / "bad" / "checkpoints").exists()
     c = tiny("span_corruption", corpus)
     train_tokenizer(open(corpus).read().splitlines(), 56, tmp_path / "spm.model")
     c.data.tokenizer = str(tmp_path / "spm.model")
     c.model.vocab_size = 56  # forgot the sentinels
     with pytest.raises(ValueError, match=r"56 pieces \+ 12 sentinels\) does not match model.vocab_size=56"):
-        pretrain(c, str(tmp_path / "vocab"))
+        train(c, str(tmp_path / "vocab"))
     os.makedirs(tmp_path / "mlm", exist_ok=True)
     (tmp_path / "mlm" / "config.json").write_text(json.dumps({"objective": "mlm", "model": {}}))
     with pytest.raises(ValueError, match="holds a run of objective='mlm'"):
-        pretrain(tiny("causal_lm", corpus), str(tmp_path / "mlm"))
+        train(tiny("causal_lm", corpus), str(tmp_path / "mlm"))
 
 
 @pytest.mark.slow
 def test_generate_continues_prompts_from_a_causal_lm_run(corpus, tmp_path):
-    from plm_jax.train.inference import generate_samples
+    from plm_jax.inference import generate_samples
 
-    pretrain(tiny("causal_lm", corpus, steps=20), str(tmp_path / "gpt"))
+    train(tiny("causal_lm", corpus, steps=20), str(tmp_path / "gpt"))
     (tmp_path / "prompts.txt").write_text("the\n\n", encoding="utf-8")
     out = tmp_path / "samples.jsonl"
     assert generate_samples(str(tmp_path / "gpt"), str(tmp_path / "prompts.txt"), str(out), max_new_tokens=8,

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from plm_jax.data.text_tokenizer import SentencePieceTextTokenizer, WordPieceTextTokenizer
 from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.evaluate.squad import squad_metrics
-from plm_jax.tasks.qa import QAExample, load_squad_json, load_squad_tfds, make_features, postprocess
-from plm_jax.tasks.text_tokenizer import SentencePieceTextTokenizer, WordPieceTextTokenizer
+from plm_jax.tasks.qa import QAExample, load_squad_json, load_squad_tfds, make_features
+from plm_jax.tasks.qa_postprocess import postprocess
 from tests import corpus
 
 PLACES = ("near the river", "in the city", "at the market", "under the tree", "on the hill")

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from plm_jax.train import roofline
-from plm_jax.train.peak_flops import table_bandwidth
+from plm_jax.perf import roofline
+from plm_jax.perf.peak_flops import table_bandwidth
 
 MiB = 2**20
 

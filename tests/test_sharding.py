@@ -10,10 +10,11 @@ import pytest
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.encoder import BertForMaskedLM, dummy_inputs
 from plm_jax.parallel import sharding
+from plm_jax.tasks.objectives import get_objective
 from plm_jax.train import optimizer
 from plm_jax.train import state as state_lib
 from plm_jax.train import step as step_lib
-from plm_jax.train.objectives import get_objective
+from plm_jax.train.task import Task
 
 CFG = TransformerConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=16)
 TRAIN = ml_collections.ConfigDict(dict(steps=10, warmup_steps=2, lr=1e-3, end_lr_fraction=0.0, decay="linear",
@@ -30,6 +31,16 @@ def _batch(B=16, L=16, P=4):
         masked_ids=rng.integers(5, 128, (B, P)).astype(np.int32), masked_weights=np.ones((B, P), np.float32))
 
 
+class MlmTask(Task):
+    """The MLM loss alone: what the train step needs of a task."""
+
+    def __init__(self, model, objective):
+        self.model, self.objective = model, objective
+
+    def loss_sums(self, params, batch, *, deterministic, rngs=None):
+        return self.objective.loss_sums(self.model, params, batch, deterministic=deterministic, rngs=rngs)
+
+
 def make_train(cfg, mesh_shape, accum_steps=1, rules=sharding.DEFAULT_RULES):
     """(initial state, jitted train step, batch sharding) for `cfg` on the first prod(mesh_shape) devices; the
     activations are pinned by `rules` as in training (None: left to the partitioner)."""
@@ -39,8 +50,8 @@ def make_train(cfg, mesh_shape, accum_steps=1, rules=sharding.DEFAULT_RULES):
     _, shardings = state_lib.state_shardings(model, tx, dummy_inputs(cfg), mesh, sharding.DEFAULT_RULES)
     state = state_lib.init_state(model, tx, dummy_inputs(cfg), shardings, jax.random.key(0))
     data_sharding = sharding.batch_sharding(mesh, sharding.DEFAULT_RULES)
-    train, _ = step_lib.jit_steps(model, get_objective("mlm", cfg), tx, schedule, shardings, data_sharding,
-                                  jax.random.key(1), accum_steps=accum_steps, rules=rules)
+    train, _, _ = step_lib.jit_steps(MlmTask(model, get_objective("mlm", cfg)), tx, schedule, shardings,
+                                     data_sharding, jax.random.key(1), accum_steps=accum_steps, rules=rules)
     return state, train, data_sharding
 
 

@@ -52,7 +52,7 @@ def test_bad_accumulation_and_policy_are_named():
     with pytest.raises(ValueError, match="does not split into 3 microbatches"):
         step_lib._microbatches({"x": np.zeros((16, 2))}, 3)
     from plm_jax.config_base import mlm_pretrain_config
-    from plm_jax.train.pretrain import validate
+    from plm_jax.tasks.pretraining import validate
 
     config = mlm_pretrain_config()
     config.train.grad_accum_steps = 0  # named, not a ZeroDivisionError
@@ -79,16 +79,18 @@ def _per_device_bytes(abstract_state) -> int:
 
 def test_fsdp_divides_state_bytes_and_compile_only_reports_memory():
     from plm_jax.config_base import mlm_pretrain_config
-    from plm_jax.train.setup import build, compile_only
+    from plm_jax.perf.compile_only import compile_only
+    from plm_jax.tasks.pretraining import PretrainingTask
+    from plm_jax.train.setup import build
 
     config = mlm_pretrain_config()
     config.model.update(vocab_size=256, num_layers=2, hidden_size=64, num_heads=4, mlp_dim=256, max_len=32)
     config.data.seq_len = 32
     config.train.batch_size = 16
     config.mesh.update(data=8, fsdp=1, tensor=1)
-    replicated = _per_device_bytes(build(config).abstract_state)
+    replicated = _per_device_bytes(build(PretrainingTask(config)).abstract_state)
     config.mesh.update(data=2, fsdp=4, tensor=1)
-    sharded = _per_device_bytes(build(config).abstract_state)
+    sharded = _per_device_bytes(build(PretrainingTask(config)).abstract_state)
     # everything with an `embed` axis is split 4 ways; only a few small biases stay whole
     assert sharded < 0.3 * replicated, (sharded, replicated)
     report = compile_only(config)

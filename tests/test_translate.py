@@ -7,11 +7,12 @@ import random
 import numpy as np
 import pytest
 
+from plm_jax import inference
 from plm_jax.config_base import pretrain_config, translation_config
 from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.models.config import TransformerConfig
-from plm_jax.train import seq2seq_init
-from plm_jax.train.translate import finetune_translation, predict_translations
+from plm_jax.run import train
+from plm_jax.tasks import seq2seq_init
 
 LETTERS = "abcde"
 
@@ -56,7 +57,7 @@ def reverse_run(tmp_path_factory):
     assert tok.vocab_size == 16
     config = _config(base, str(base / "spm.model"))
     workdir = str(base / "run")
-    return base, config, workdir, finetune_translation(config, workdir)
+    return base, config, workdir, train(config, workdir)
 
 
 @pytest.mark.slow
@@ -82,24 +83,24 @@ def test_reverse_task_is_learned_and_decoded_exactly(reverse_run):
 def test_predict_translates_a_file_line_for_line(reverse_run):
     base, _, workdir, _ = reverse_run
     (base / "in.txt").write_text("a b c\ne d\nd d e a\n", encoding="utf-8")
-    n = predict_translations(workdir, str(base / "in.txt"), str(base / "out.txt"))
+    n = inference.predict(workdir, str(base / "in.txt"), str(base / "out.txt"))
     assert n == 3
     assert (base / "out.txt").read_text(encoding="utf-8").splitlines() == ["c b a", "d e", "a e d d"]
     (base / "blank.txt").write_text("a b\n\nc d\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"blank.txt:2: empty line"):
-        predict_translations(workdir, str(base / "blank.txt"), str(base / "never.txt"))
+        inference.predict(workdir, str(base / "blank.txt"), str(base / "never.txt"))
     assert not (base / "never.txt").exists()
 
 
 @pytest.mark.slow
 def test_resume_after_the_end_changes_nothing_and_a_changed_task_is_refused(reverse_run):
     base, config, workdir, results = reverse_run
-    again = finetune_translation(config, workdir)  # everything done: restores the best and re-evaluates
+    again = train(config, workdir)  # everything done: restores the best and re-evaluates
     assert again["test"]["bleu"] == results["test"]["bleu"] and again["steps"] == results["steps"]
     changed = config.copy_and_resolve_references()
     changed.task.max_target_len = 12
     with pytest.raises(ValueError, match="holds a fine-tune with another task"):
-        finetune_translation(changed, workdir)
+        train(changed, workdir)
 
 
 def test_translation_refuses_a_decoder_only_model(tmp_path):
@@ -107,7 +108,7 @@ def test_translation_refuses_a_decoder_only_model(tmp_path):
     c = _config(tmp_path, str(tmp_path / "spm.model"))
     c.model.update(architecture="decoder", type_vocab_size=0)
     with pytest.raises(ValueError, match="translation needs model.architecture='encoder_decoder'"):
-        finetune_translation(c, str(tmp_path / "run"))
+        train(c, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
@@ -140,7 +141,8 @@ def test_bert2bert_maps_every_encoder_weight_and_leaves_cross_attention_out():
 
 
 def test_length_bucketed_batches_cover_the_epoch_once_and_trim_padding():
-    from plm_jax.train.translate import batch_of, train_rows
+    from plm_jax.tasks.translation_task import batch_of
+    from plm_jax.tasks.translation_task import length_bucketed_rows as train_rows
 
     rng = np.random.default_rng(0)
     lengths = tuple(int(x) for x in rng.integers(3, 90, 640))
@@ -165,12 +167,11 @@ def test_an_mlm_run_seeds_the_translation_model(tmp_path):
     """BERT2BERT from a real pretraining work directory: shape, tokenizer and weights come from the MLM run."""
     import jax
 
-    from plm_jax.train.pretrain import pretrain
     from tests.corpus import write_corpus
     from tests.test_pretrain_objectives import tiny
 
     config = tiny("mlm", write_corpus(tmp_path / "corpus.txt", 300), steps=10)
-    pretrain(config, str(tmp_path / "mlm"))
+    train(config, str(tmp_path / "mlm"))
     c = translation_config()
     c.init = str(tmp_path / "mlm")
     sp = seq2seq_init.resolve(c)
@@ -182,7 +183,7 @@ def test_an_mlm_run_seeds_the_translation_model(tmp_path):
     assert "cross_attention" not in sp.params["decoder"]["layer_0"]
     assert jax.tree.leaves(sp.params["shared_embedding"])[0].shape == (56, 32)
     gpt = tiny("causal_lm", str(tmp_path / "corpus.txt"), steps=4)
-    pretrain(gpt, str(tmp_path / "gpt"))
+    train(gpt, str(tmp_path / "gpt"))
     c.init = str(tmp_path / "gpt")
     with pytest.raises(ValueError, match="causal-LM \\(decoder-only\\) run: it has no encoder"):
         seq2seq_init.resolve(c)

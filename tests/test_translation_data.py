@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from plm_jax.data.text_tokenizer import SentencePieceTextTokenizer
 from plm_jax.data.tokenizer import train_tokenizer
-from plm_jax.tasks.text_tokenizer import SentencePieceTextTokenizer
 from plm_jax.tasks.translation import (
     TranslationPair,
     default_translation_config,

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from plm_jax.errors import UserError
+
 JAX_TPU = "jax[tpu]==0.10.2"  # the same JAX as requirements.txt, with libtpu
 REMOTE_DIR = "plm_jax"
 ARCHIVE = "plm_jax.tar.gz"
@@ -118,6 +120,6 @@ def main(verb: str, vm: TpuVm, launch_args: Sequence[str], *, dry_run: bool, ret
         return shell(vm.ssh(shlex.join(launch_args) if launch_args else None, worker="0"))
     if verb == "run":
         if not launch_args:
-            raise ValueError("`tpu run` needs the launch.py command after --, e.g. -- pretrain --config … --workdir …")
+            raise UserError("`tpu run` needs the launch.py command after --, e.g. -- pretrain --config … --workdir …")
         return run_with_retries(vm, launch_args, shell, retries=retries)
-    raise ValueError(f"unknown tpu verb {verb!r}; expected create, run, delete or ssh")
+    raise UserError(f"unknown tpu verb {verb!r}; expected create, run, delete or ssh")

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from plm_jax.data.data_config import resolve_max_predictions
+from plm_jax.errors import UserError
 
 _RNG_ALG = "philox"  # explicit: "auto_select" may pick a different generator on another device
 
@@ -23,23 +24,23 @@ def validate_mlm_config(data_cfg: ml_collections.ConfigDict) -> None:
     """Raises ValueError, one clear line, for masking settings that cannot do what they say."""
     seq_len = int(data_cfg.seq_len)
     if seq_len < 2:
-        raise ValueError(f"data.seq_len must be at least 2, got {seq_len}")
+        raise UserError(f"data.seq_len must be at least 2, got {seq_len}")
     rate, mask_frac, rand_frac = float(data_cfg.mask_rate), float(data_cfg.mask_token_frac), float(
         data_cfg.random_token_frac
     )
     if not 0.0 < rate <= 1.0:
-        raise ValueError(f"data.mask_rate must be in (0, 1], got {rate}")
+        raise UserError(f"data.mask_rate must be in (0, 1], got {rate}")
     for name, value in (("mask_token_frac", mask_frac), ("random_token_frac", rand_frac)):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"data.{name} must be in [0, 1], got {value}")
+            raise UserError(f"data.{name} must be in [0, 1], got {value}")
     if mask_frac + rand_frac > 1.0 + 1e-9:
-        raise ValueError(f"data.mask_token_frac + data.random_token_frac must be <= 1, got {mask_frac + rand_frac}")
+        raise UserError(f"data.mask_token_frac + data.random_token_frac must be <= 1, got {mask_frac + rand_frac}")
     if int(data_cfg.max_predictions) < 0:
-        raise ValueError(f"data.max_predictions must be >= 0 (0 = automatic), got {data_cfg.max_predictions}")
+        raise UserError(f"data.max_predictions must be >= 0 (0 = automatic), got {data_cfg.max_predictions}")
     needed = max(1, round(rate * seq_len))
     max_predictions = resolve_max_predictions(data_cfg)
     if not needed <= max_predictions <= seq_len:
-        raise ValueError(f"data.max_predictions={max_predictions} must be in [{needed}, {seq_len}] "
+        raise UserError(f"data.max_predictions={max_predictions} must be in [{needed}, {seq_len}] "
                          f"for mask_rate={rate} and seq_len={seq_len}")
 
 
@@ -47,7 +48,7 @@ def allowed_replacement_ids(vocab_size: int, special_ids: Sequence[int]) -> np.n
     """The ids a random replacement may take: the vocabulary minus the special ids."""
     allowed = np.setdiff1d(np.arange(vocab_size, dtype=np.int32), np.asarray(special_ids, dtype=np.int32))
     if allowed.size == 0:
-        raise ValueError(f"no replacement ids: all {vocab_size} ids are special")
+        raise UserError(f"no replacement ids: all {vocab_size} ids are special")
     return allowed
 
 
@@ -72,7 +73,7 @@ def mask_example(
     input_ids = tf.cast(example["input_ids"], tf.int32)
     seq_len = input_ids.shape[0]
     if seq_len is None or not 0 < max_predictions <= seq_len:
-        raise ValueError(f"need a static seq_len >= max_predictions={max_predictions}, got {seq_len}")
+        raise UserError(f"need a static seq_len >= max_predictions={max_predictions}, got {seq_len}")
     is_special = np.zeros([vocab_size], dtype=bool)
     is_special[list(special_ids)] = True
     candidate = ~tf.gather(tf.constant(is_special), input_ids) & (example["segment_ids"] > 0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from plm_jax.errors import UserError
+
 
 def _block_stream(block: tf.RaggedTensor, cls_id: int, sep_id: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """A block of documents [B, None] -> (flat `[CLS] doc [SEP]...` tokens, position in document, final=False).
@@ -52,7 +54,7 @@ def pack_token_blocks(block_ds: tf.data.Dataset, seq_len: int, *, cls_id: int, s
     Output elements: `input_ids`, `segment_ids`, `positions`, each int32 [seq_len]; see the module docstring.
     """
     if seq_len < 2:
-        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        raise UserError(f"seq_len must be at least 2, got {seq_len}")
     streams = block_ds.map(lambda block: _block_stream(block, cls_id, sep_id))
     # A final sentinel flushes the leftover tokens as one padded row when a finite stream ends.
     sentinel = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32), tf.zeros([0], tf.int32), tf.constant(True)))

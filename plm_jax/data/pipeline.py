@@ -26,6 +26,7 @@ from plm_jax.data.shuffle import stateless_window_shuffle
 from plm_jax.data.sources import document_dataset
 from plm_jax.data.span_corruption import corrupt_row, raw_length_for, validate_span_config
 from plm_jax.data.tokenizer import Tokenizer
+from plm_jax.errors import UserError
 
 OBJECTIVES = ("mlm", "causal_lm", "span_corruption")
 DOCS_PER_BLOCK = 64  # documents tokenized and packed together; larger blocks amortize per-op overhead
@@ -66,11 +67,11 @@ def packed_rows(
 
 def _check_batch_args(*, batch_size: int, start_row: int, process_index: int, process_count: int) -> None:
     if batch_size <= 0 or batch_size % process_count:
-        raise ValueError(f"global batch_size={batch_size} must be a positive multiple of process_count={process_count}")
+        raise UserError(f"global batch_size={batch_size} must be a positive multiple of process_count={process_count}")
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
+        raise UserError(f"process_index={process_index} must be in [0, {process_count})")
     if start_row < 0:
-        raise ValueError(f"start_row must be >= 0, got {start_row}")
+        raise UserError(f"start_row must be >= 0, got {start_row}")
 
 
 def _host_batches(
@@ -123,7 +124,7 @@ def mlm_dataset(
     _check_batch_args(batch_size=batch_size, start_row=start_row, process_index=process_index,
                       process_count=process_count)
     if tokenizer.vocab_size <= max(tokenizer.special_ids):
-        raise ValueError(f"tokenizer special ids {tokenizer.special_ids} exceed its vocab_size {tokenizer.vocab_size}")
+        raise UserError(f"tokenizer special ids {tokenizer.special_ids} exceed its vocab_size {tokenizer.vocab_size}")
 
     mask = functools.partial(
         mask_example,
@@ -159,7 +160,7 @@ def causal_lm_dataset(
     target_weights (float32 [b, seq_len]); see causal_lm.py.
     """
     if int(data_cfg.seq_len) < 2:
-        raise ValueError(f"data.seq_len must be at least 2, got {data_cfg.seq_len}")
+        raise UserError(f"data.seq_len must be at least 2, got {data_cfg.seq_len}")
     _check_batch_args(batch_size=batch_size, start_row=start_row, process_index=process_index,
                       process_count=process_count)
     rows = packed_rows(data_cfg, tokenizer, split=split, seed=seed, repeat=repeat)
@@ -224,5 +225,5 @@ def pretrain_dataset(
 ) -> tf.data.Dataset:
     """The batches of one objective in OBJECTIVES; kwargs as for mlm_dataset (split, batch_size, seed, ...)."""
     if objective not in _BUILDERS:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        raise UserError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     return _BUILDERS[objective](data_cfg, tokenizer, **kwargs)

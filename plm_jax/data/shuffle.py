@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from plm_jax.errors import UserError
+
 _RNG_ALG = "philox"
 
 
@@ -33,6 +35,6 @@ def stateless_window_shuffle(
 ) -> tf.data.Dataset:
     """Shuffles dataset (scalar elements) within windows; with repeat, each epoch gets its own order."""
     if window < 1:
-        raise ValueError(f"shuffle window must be >= 1, got {window}")
+        raise UserError(f"shuffle window must be >= 1, got {window}")
     epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
     return epochs.flat_map(lambda epoch: _epoch_order(dataset, window, seed, tf.cast(epoch, tf.int64)))

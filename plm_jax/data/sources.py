@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import ml_collections
 import tensorflow as tf
 
-from plm_jax.errors import DataUnavailableError
+from plm_jax.errors import DataUnavailableError, UserError
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
@@ -56,22 +56,22 @@ class SourceStats:
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _check_local_config(data_cfg: ml_collections.ConfigDict) -> None:
     if data_cfg.source not in SOURCES:
-        raise ValueError(f"data.source must be one of {SOURCES}, got {data_cfg.source!r}")
+        raise UserError(f"data.source must be one of {SOURCES}, got {data_cfg.source!r}")
     if data_cfg.source != "tfds" and int(data_cfg.eval_every_nth) < 2:
         every_nth = data_cfg.eval_every_nth
-        raise ValueError(f"data.eval_every_nth must be >= 2 (1 leaves no train data), got {every_nth}")
+        raise UserError(f"data.eval_every_nth must be >= 2 (1 leaves no train data), got {every_nth}")
 
 
 def expand_paths(paths: str | Sequence[str]) -> list[str]:
     """Files named by paths or glob patterns, in order, each pattern's matches sorted, duplicates dropped."""
     patterns = [paths] if isinstance(paths, str) else list(paths)
     if not patterns:
-        raise ValueError("data.paths is empty: give the local text/jsonl files to read")
+        raise UserError("data.paths is empty: give the local text/jsonl files to read")
     files: list[str] = []
     for pattern in patterns:
         pattern = os.path.expanduser(str(pattern))
@@ -143,7 +143,7 @@ def scan_local_files(data_cfg: ml_collections.ConfigDict) -> SourceStats:
     """One fast Python pass over local files: counts, and a clear ValueError if a split has no documents."""
     _check_local_config(data_cfg)
     if data_cfg.source == "tfds":
-        raise ValueError("scan_local_files needs data.source 'text' or 'jsonl', got 'tfds'")
+        raise UserError("scan_local_files needs data.source 'text' or 'jsonl', got 'tfds'")
     files = expand_paths(data_cfg.paths)
     counts = {"empty": 0, "non_utf8": 0, "malformed": 0}
     every_nth = int(data_cfg.eval_every_nth)
@@ -155,11 +155,11 @@ def scan_local_files(data_cfg: ml_collections.ConfigDict) -> SourceStats:
                         documents - n_eval, n_eval)
     where = files[0] if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
     if documents == 0:
-        raise ValueError(f"no usable documents in {where}: {stats.empty} empty, {stats.non_utf8} non-UTF-8, "
+        raise UserError(f"no usable documents in {where}: {stats.empty} empty, {stats.non_utf8} non-UTF-8, "
                          f"{stats.malformed} malformed lines")
     for split, n in (("train", stats.train_documents), ("eval", stats.eval_documents)):
         if n == 0:
-            raise ValueError(f"the {split} split of {where} is empty: {documents} usable documents with "
+            raise UserError(f"the {split} split of {where} is empty: {documents} usable documents with "
                              f"eval_every_nth={every_nth}")
     return stats
 
@@ -173,7 +173,7 @@ def _local_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> tf.data.D
             empty = False
             yield text.encode("utf-8")
         if empty:  # otherwise repeat() would turn an empty corpus into a silent empty stream
-            raise ValueError(f"no usable documents for split {split!r} in {data_cfg.paths}")
+            raise UserError(f"no usable documents for split {split!r} in {data_cfg.paths}")
 
     return tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec([], tf.string))
 
@@ -195,12 +195,12 @@ def tfds_builder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
         try:
             return tfds.builder(name, data_dir=data_dir)
         except Exception as e:  # TFDS raises several kinds; one clear line is what users need
-            raise ValueError(f"TFDS dataset {name!r} not found (no builder and no prepared files in "
+            raise UserError(f"TFDS dataset {name!r} not found (no builder and no prepared files in "
                              f"{data_dir or 'the default data dir'}): {type(e).__name__}") from e
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:
-        raise ValueError(f"cannot construct TFDS dataset {name!r}: {e}") from e
+        raise UserError(f"cannot construct TFDS dataset {name!r}: {e}") from e
     if not builder.is_prepared():
         logging.getLogger(__name__).info(
             "preparing TFDS dataset %s in %s (downloads its source; offline this can hang for minutes)",
@@ -220,17 +220,17 @@ def _tfds_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> tf.data.Da
     feature = data_cfg.tfds_text_feature
     features = builder.info.features
     if feature not in features:
-        raise ValueError(f"TFDS dataset {data_cfg.tfds_name!r} has no feature {feature!r}; "
+        raise UserError(f"TFDS dataset {data_cfg.tfds_name!r} has no feature {feature!r}; "
                          f"available: {sorted(features.keys())}")
     if features[feature].tf_dtype != tf.string or tuple(features[feature].shape) != ():
-        raise ValueError(f"TFDS feature {data_cfg.tfds_name}/{feature} is not scalar text "
+        raise UserError(f"TFDS feature {data_cfg.tfds_name}/{feature} is not scalar text "
                          f"({features[feature].tf_dtype.name}, shape {features[feature].shape})")
     tfds_split = _tfds_split(data_cfg, split)
     if re.fullmatch(r"\w+", tfds_split) and tfds_split not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {data_cfg.tfds_name!r} has no split {tfds_split!r}; "
+        raise UserError(f"TFDS dataset {data_cfg.tfds_name!r} has no split {tfds_split!r}; "
                          f"available: {sorted(builder.info.splits.keys())}")
     if tfds_split in builder.info.splits and builder.info.splits[tfds_split].num_examples == 0:
-        raise ValueError(f"TFDS dataset {data_cfg.tfds_name!r} split {tfds_split!r} is empty")
+        raise UserError(f"TFDS dataset {data_cfg.tfds_name!r} split {tfds_split!r} is empty")
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1, try_autocache=False)
     ds = builder.as_dataset(split=tfds_split, shuffle_files=False, read_config=read_config)
     ds = ds.map(lambda example: example[feature], num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

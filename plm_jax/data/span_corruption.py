@@ -15,6 +15,8 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
+from plm_jax.errors import UserError
+
 _RNG_ALG = "philox"  # explicit: "auto_select" may pick a different generator on another device
 
 
@@ -35,7 +37,7 @@ def span_lengths(
         return noise, spans
     n = int(raw_len)
     if n < 2:
-        raise ValueError(f"span corruption needs at least 2 tokens, got raw_len={n}")
+        raise UserError(f"span corruption needs at least 2 tokens, got raw_len={n}")
     noise = min(max(round(n * noise_density), 1), n - 1)
     spans = min(max(round(noise / mean_noise_span_length), 1), noise, n - noise)
     return noise, spans
@@ -51,9 +53,9 @@ def _corrupted_lengths(n: int, noise_density: float, mean_noise_span_length: flo
 
 def _check_span_settings(noise_density: float, mean_noise_span_length: float) -> None:
     if not 0.0 < noise_density < 1.0:
-        raise ValueError(f"data.noise_density must be in (0, 1), got {noise_density}")
+        raise UserError(f"data.noise_density must be in (0, 1), got {noise_density}")
     if not mean_noise_span_length >= 1.0:
-        raise ValueError(f"data.mean_noise_span_length must be >= 1, got {mean_noise_span_length}")
+        raise UserError(f"data.mean_noise_span_length must be >= 1, got {mean_noise_span_length}")
 
 
 def _plan(inputs_len: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int, int]:
@@ -73,7 +75,7 @@ def _plan(inputs_len: int, noise_density: float, mean_noise_span_length: float) 
         enc_max, tgt_max, spans_max = max(enc_max, enc), max(tgt_max, tgt), max(spans_max, spans)
         plan = (raw, tgt_max, spans_max)
     if plan is None:
-        raise ValueError(f"inputs_len={inputs_len} is too short to hold one noise span: it needs at least 3 "
+        raise UserError(f"inputs_len={inputs_len} is too short to hold one noise span: it needs at least 3 "
                          f"(one token, one sentinel, EOS)")
     if noise_density == 0.5 and plan[1] > inputs_len and plan[0] > 2:
         # T5's hack: one token less makes the targets as long as the inputs (a round number) at density 0.5.
@@ -104,11 +106,11 @@ def validate_span_config(data_cfg: ml_collections.ConfigDict) -> None:
     seq_len, sentinels = int(data_cfg.seq_len), int(data_cfg.num_sentinels)
     _check_span_settings(density, mean)
     if _corrupted_lengths(2, density, mean)[0] > seq_len:
-        raise ValueError(f"data.seq_len={seq_len} is too short for span corruption: one span needs at least 3 "
+        raise UserError(f"data.seq_len={seq_len} is too short for span corruption: one span needs at least 3 "
                          f"encoder tokens (a token, a sentinel, EOS)")
     raw, _, spans = _plan(seq_len, density, mean)
     if sentinels < spans:
-        raise ValueError(f"data.num_sentinels={sentinels} is fewer than the {spans} noise spans a row of {raw} "
+        raise UserError(f"data.num_sentinels={sentinels} is fewer than the {spans} noise spans a row of {raw} "
                          f"tokens needs (seq_len={seq_len}, noise_density={density}, mean_noise_span_length={mean})")
 
 
@@ -184,7 +186,7 @@ def corrupt_row(
     decoder_weights (float32, 1 on real targets incl. EOS). Segment ids are 1 on real tokens, 0 on padding.
     """
     if row["input_ids"].shape.rank != 1:
-        raise ValueError(f"corrupt_row needs one 1-D row, got shape {row['input_ids'].shape}")
+        raise UserError(f"corrupt_row needs one 1-D row, got shape {row['input_ids'].shape}")
     tokens = tf.boolean_mask(tf.cast(row["input_ids"], tf.int32), row["segment_ids"] > 0)
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
     noise = random_spans_noise_mask(tf.size(tokens), noise_density, mean_noise_span_length, key)

@@ -10,6 +10,7 @@ import os
 from typing import Protocol
 
 from plm_jax.data.tokenizer import load_tokenizer
+from plm_jax.errors import UserError
 
 
 class TextTokenizer(Protocol):
@@ -90,7 +91,7 @@ class WordPieceTextTokenizer:
         vocab = self._tok.get_vocab()
         missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in vocab]
         if missing:
-            raise ValueError(f"WordPiece vocabulary {path} lacks the BERT special tokens {missing}")
+            raise UserError(f"WordPiece vocabulary {path} lacks the BERT special tokens {missing}")
         self.vocab_size = self._tok.get_vocab_size()
         self.pad_id, self.unk_id = vocab["[PAD]"], vocab["[UNK]"]
         self.cls_id, self.sep_id = vocab["[CLS]"], vocab["[SEP]"]

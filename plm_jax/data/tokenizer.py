@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import sentencepiece as spm
 
+from plm_jax.errors import UserError
 from plm_jax.files import write_atomic
 
 if TYPE_CHECKING:
@@ -66,19 +67,19 @@ def _load_processor(model_bytes: bytes, source: str) -> spm.SentencePieceProcess
     try:
         sp.LoadFromSerializedProto(model_bytes)
     except (RuntimeError, OSError, TypeError) as e:
-        raise ValueError(f"not a SentencePiece model: {source} ({str(e).strip().splitlines()[0]})") from None
+        raise UserError(f"not a SentencePiece model: {source} ({str(e).strip().splitlines()[0]})") from None
     if sp.GetPieceSize() <= len(SPECIAL_PIECES):
-        raise ValueError(f"not a usable SentencePiece model (vocabulary of {sp.GetPieceSize()}): {source}")
+        raise UserError(f"not a usable SentencePiece model (vocabulary of {sp.GetPieceSize()}): {source}")
     return sp
 
 
 def _check_special_pieces(sp: spm.SentencePieceProcessor, source: str) -> None:
     found = tuple(sp.IdToPiece(i) for i in range(len(SPECIAL_PIECES)))
     if found != SPECIAL_PIECES:
-        raise ValueError(f"tokenizer {source} has pieces {found} at ids 0-4, expected {SPECIAL_PIECES}")
+        raise UserError(f"tokenizer {source} has pieces {found} at ids 0-4, expected {SPECIAL_PIECES}")
     not_control = [SPECIAL_PIECES[i] for i in (CLS_ID, SEP_ID, MASK_ID) if not sp.IsControl(i)]
     if not_control:
-        raise ValueError(f"tokenizer {source}: {not_control} must be control symbols (text encodes to them)")
+        raise UserError(f"tokenizer {source}: {not_control} must be control symbols (text encodes to them)")
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -120,10 +121,10 @@ def train_tokenizer(
     if os.path.exists(out_path) and not overwrite:
         raise FileExistsError(f"tokenizer model exists (pass overwrite=True to replace it): {out_path}")
     if vocab_size <= len(SPECIAL_PIECES):
-        raise ValueError(f"vocab_size must exceed the {len(SPECIAL_PIECES)} special pieces, got {vocab_size}")
+        raise UserError(f"vocab_size must exceed the {len(SPECIAL_PIECES)} special pieces, got {vocab_size}")
     sentences = list(_training_sentences(texts, max_sentences))
     if not sentences:
-        raise ValueError(f"no text to train the tokenizer for {out_path}")
+        raise UserError(f"no text to train the tokenizer for {out_path}")
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()
     try:
@@ -148,7 +149,7 @@ def train_tokenizer(
         )
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[-1]
-        raise ValueError(f"tokenizer training failed for {out_path}: {reason}") from None
+        raise UserError(f"tokenizer training failed for {out_path}: {reason}") from None
     tokenizer = Tokenizer(model.getvalue(), source=out_path)
     write_atomic(out_path, tokenizer.model_bytes)
     return tokenizer

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from plm_jax.errors import UserError
+
 
 def _check(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
     if isinstance(hypotheses, str) or isinstance(references, str):
-        raise ValueError("hypotheses and references must be sequences of sentences, not one string")
+        raise UserError("hypotheses and references must be sequences of sentences, not one string")
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: one reference per "
+        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references: one reference per "
                          f"hypothesis")
     if not hypotheses:
-        raise ValueError("no sentences to score")
+        raise UserError("no sentences to score")
     for name, texts in (("hypothesis", hypotheses), ("reference", references)):
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise ValueError(f"{name} {i} is not text: {text!r}")
+                raise UserError(f"{name} {i} is not text: {text!r}")
     return list(hypotheses), list(references)
 
 

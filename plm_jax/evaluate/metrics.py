@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from plm_jax.errors import UserError
+
 
 def _check_labels(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        raise UserError(f"num_classes must be >= 2, got {num_classes}")
     if predictions.ndim != 1 or predictions.shape != labels.shape:
-        raise ValueError(f"predictions and labels must be 1-D of one length, got shapes {predictions.shape} and "
+        raise UserError(f"predictions and labels must be 1-D of one length, got shapes {predictions.shape} and "
                          f"{labels.shape}")
     if predictions.size == 0:
-        raise ValueError("no predictions to score (empty arrays)")
+        raise UserError("no predictions to score (empty arrays)")
     for name, values in (("predictions", predictions), ("labels", labels)):
         if not np.issubdtype(values.dtype, np.integer):
-            raise ValueError(f"{name} must be integer class ids, got dtype {values.dtype}")
+            raise UserError(f"{name} must be integer class ids, got dtype {values.dtype}")
         if values.min() < 0 or values.max() >= num_classes:
-            raise ValueError(f"{name} must be in [0, {num_classes}), got values {values.min()}..{values.max()}")
+            raise UserError(f"{name} must be in [0, {num_classes}), got values {values.min()}..{values.max()}")
     return predictions.astype(np.int64), labels.astype(np.int64)
 
 
@@ -94,11 +96,11 @@ def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str
     """pearson, spearman (average ranks for ties) and mse; correlations are 0.0 when either side is constant."""
     x, y = np.asarray(predictions, np.float64), np.asarray(targets, np.float64)
     if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"predictions and targets must be 1-D of one length, got {x.shape} and {y.shape}")
+        raise UserError(f"predictions and targets must be 1-D of one length, got {x.shape} and {y.shape}")
     if x.size == 0:
-        raise ValueError("no predictions to score (empty arrays)")
+        raise UserError("no predictions to score (empty arrays)")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("predictions and targets must be finite (found NaN or inf)")
+        raise UserError("predictions and targets must be finite (found NaN or inf)")
     return {
         "pearson": _pearson(x, y),
         "spearman": _pearson(_average_ranks(x), _average_ranks(y)),

@@ -11,6 +11,8 @@ import collections
 import re
 import string
 
+from plm_jax.errors import UserError
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
 
@@ -47,14 +49,14 @@ def squad_metrics(predictions: dict[str, str], gold: dict[str, list[str]]) -> di
     are ignored.
     """
     if not gold:
-        raise ValueError("no gold questions to score")
+        raise UserError("no gold questions to score")
     exact: dict[str, float] = {}
     f1: dict[str, float] = {}
     has_answer: dict[str, bool] = {}
     missing = 0
     for qid, answers in gold.items():
         if isinstance(answers, str) or not isinstance(answers, (list, tuple)):
-            raise ValueError(f"gold answers for question {qid!r} must be a list of strings, got {answers!r}")
+            raise UserError(f"gold answers for question {qid!r} must be a list of strings, got {answers!r}")
         has_answer[qid] = any(answers)
         answers = [a for a in answers if normalize_answer(a)] or [""]
         if qid not in predictions:

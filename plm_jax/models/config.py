@@ -7,6 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
+
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "geglu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ARCHITECTURES = ("encoder", "decoder", "encoder_decoder")  # BERT, GPT, T5/BART
@@ -47,32 +49,32 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ValueError(
+            raise UserError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
             )
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"model.architecture={self.architecture!r}; expected one of {ARCHITECTURES}")
+            raise UserError(f"model.architecture={self.architecture!r}; expected one of {ARCHITECTURES}")
         if self.num_decoder_layers < 0 or (self.num_decoder_layers and self.architecture != "encoder_decoder"):
-            raise ValueError(f"model.num_decoder_layers={self.num_decoder_layers} applies to "
+            raise UserError(f"model.num_decoder_layers={self.num_decoder_layers} applies to "
                              "architecture='encoder_decoder' only (0 = as many as model.num_layers)")
         if self.type_vocab_size < 0:
-            raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+            raise UserError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
         if self.mlp_activation not in _ACTIVATIONS:
-            raise ValueError(f"model.mlp_activation={self.mlp_activation!r}; expected one of {_ACTIVATIONS}")
+            raise UserError(f"model.mlp_activation={self.mlp_activation!r}; expected one of {_ACTIVATIONS}")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+                raise UserError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.attention not in ATTENTION_IMPLS:
-            raise ValueError(f"model.attention={self.attention!r}; expected one of {ATTENTION_IMPLS}")
+            raise UserError(f"model.attention={self.attention!r}; expected one of {ATTENTION_IMPLS}")
         if self.attention != "einsum" and self.attention_dropout_rate:
-            raise ValueError(f"model.attention={self.attention!r} has no attention-probability dropout; "
+            raise UserError(f"model.attention={self.attention!r} has no attention-probability dropout; "
                              "set model.attention_dropout_rate=0 or use model.attention='einsum'")
         if self.norm_dtype not in NORM_DTYPES:
-            raise ValueError(f"model.norm_dtype={self.norm_dtype!r}; expected one of {NORM_DTYPES}")
+            raise UserError(f"model.norm_dtype={self.norm_dtype!r}; expected one of {NORM_DTYPES}")
         if self.remat not in REMAT_POLICIES:
-            raise ValueError(f"model.remat={self.remat!r}; expected one of {REMAT_POLICIES}")
+            raise UserError(f"model.remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         if not 0.0 <= self.dropout_rate < 1.0 or not 0.0 <= self.attention_dropout_rate < 1.0:
-            raise ValueError("model.dropout_rate and model.attention_dropout_rate must be in [0, 1)")
+            raise UserError("model.dropout_rate and model.attention_dropout_rate must be in [0, 1)")
 
     @property
     def head_dim(self) -> int:
@@ -101,7 +103,7 @@ class TransformerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise UserError(f"unknown model config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.layers import (
     EMBED_ACTIVATION,
@@ -147,7 +148,9 @@ class DecoderStack(nn.Module):
         new_caches = None
         if self.cfg.scan_layers:
             if layer_caches is not None:
-                raise ValueError("cached decoding needs the unscanned layout: use models.decoder.decoding_setup")
+                raise UserError("cached decoding needs the unscanned layout: use models.decoder.decoding_setup")
+            if not self.cfg.pre_layer_norm:  # a post-LN layer returns its LayerNorm's dtype: the scan carries that
+                x_BxTxD = x_BxTxD.astype(self.cfg.norm_output_dtype)
             x_BxTxD, _ = self.layers(x_BxTxD, self_mask_Bx1xTxC, encoded_BxSxD, cross_mask_Bx1xTxS, deterministic)
         else:
             new_caches = [] if layer_caches is not None else None
@@ -180,7 +183,7 @@ class CausalLM(nn.Module):
     def setup(self) -> None:
         cfg = self.cfg
         if cfg.architecture != "decoder":
-            raise ValueError(f"CausalLM needs model.architecture='decoder', got {cfg.architecture!r}")
+            raise UserError(f"CausalLM needs model.architecture='decoder', got {cfg.architecture!r}")
         self.embeddings = Embeddings(cfg)
         self.decoder = DecoderStack(cfg)
         if not cfg.tie_embeddings:

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
+
 Cache = Any  # a pytree whose every leaf leads with the batch axis
 StepFn = Callable[[jax.Array, Cache, jax.Array], tuple[jax.Array, Cache]]
 ChooseFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -133,7 +135,7 @@ def sample(step_fn: StepFn, cache: Cache, first_ids_B: jax.Array, rng: jax.Array
     `fold_in(rng, t)`.
     """
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise UserError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return greedy(step_fn, cache, first_ids_B, start_index=start_index, max_len=max_len, eos_id=eos_id,
                       pad_id=pad_id)
@@ -153,7 +155,7 @@ def _check_batch_leading(tree: Cache, rows: int) -> None:
     """Shapes are static, so a cache that breaks the contract fails at trace time with a clear message."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != rows:
-            raise ValueError(f"cache leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; every leaf must "
+            raise UserError(f"cache leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; every leaf must "
                              f"lead with the batch axis ({rows} rows)")
 
 

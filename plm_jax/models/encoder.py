@@ -80,6 +80,8 @@ class Encoder(nn.Module):
         mask_Bx1xLxL = attention_mask(segment_ids_BxL)
         x_BxLxD = self.embeddings(input_ids_BxL, positions_BxL, token_type_ids_BxL, deterministic)
         if self.cfg.scan_layers:
+            if not self.cfg.pre_layer_norm:  # a post-LN layer returns its LayerNorm's dtype: the scan carries that
+                x_BxLxD = x_BxLxD.astype(self.cfg.norm_output_dtype)
             x_BxLxD, _ = self.layers(x_BxLxD, mask_Bx1xLxL, deterministic)
         else:
             for layer in self.layers:
@@ -118,7 +120,7 @@ class MlmHead(nn.Module):
         # The bias is added in the compute dtype, as every Dense bias here (and HF's decoder under autocast).
         # Added in fp32 after the cast, it had XLA:GPU write exp(logits - max) in fp32 for the loss's backward
         # pass instead of recomputing it from the bf16 logits: 1.9 GB of traffic and 0.5-0.9 GB of memory a
-        # step of BERT-base at batch 256 on an H200 (deviceless compile, train/roofline.py). fp32 runs are unchanged.
+        # step of BERT-base at batch 256 on an H200 (deviceless compile, perf/roofline.py). fp32 runs are unchanged.
         return (logits_BxPxV + bias_V.astype(logits_BxPxV.dtype)).astype(jnp.float32)
 
 

@@ -2,7 +2,7 @@
 
 With `share_embeddings` the encoder input, decoder input and (tied) output use one table, `shared_embedding`;
 the encoder subtree is then a BERT encoder minus its word embeddings, so an MLM checkpoint seeds it (BERT2BERT,
-see train/seq2seq_init.py). Positions are learned and absolute, as BART's.
+see tasks/seq2seq_init.py). Positions are learned and absolute, as BART's.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.decoder import Cache, DecoderStack, lm_head
 from plm_jax.models.encoder import Encoder
@@ -23,7 +24,7 @@ class EncoderDecoder(nn.Module):
     def setup(self) -> None:
         cfg = self.cfg
         if cfg.architecture != "encoder_decoder":
-            raise ValueError(f"EncoderDecoder needs model.architecture='encoder_decoder', got {cfg.architecture!r}")
+            raise UserError(f"EncoderDecoder needs model.architecture='encoder_decoder', got {cfg.architecture!r}")
         shared = None
         if cfg.share_embeddings:
             self.shared_embedding = nn.Embed(cfg.vocab_size, cfg.hidden_size,

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from plm_jax.errors import UserError
 from plm_jax.models import decoding
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.decoder import CausalLM, decoding_setup, init_cache
@@ -32,7 +33,7 @@ class Seq2SeqGenerator:
     def __init__(self, model_cfg: TransformerConfig, params: Any, *, max_len: int, bos_id: int, eos_id: int,
                  beam_size: int = 4, length_penalty: float = 0.6, data_sharding: NamedSharding | None = None):
         if max_len > model_cfg.max_len:
-            raise ValueError(f"max_len={max_len} exceeds the model's max_len={model_cfg.max_len} positions")
+            raise UserError(f"max_len={max_len} exceeds the model's max_len={model_cfg.max_len} positions")
         self.cfg, self.params = decoding_setup(model_cfg, params)
         self.model = EncoderDecoder(self.cfg)
         self.settings = dict(max_len=max_len, bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
@@ -87,7 +88,7 @@ def strip_after_eos(tokens: np.ndarray, eos_id: int, pad_id: int = 0) -> list[li
 def left_pad(prompts: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prompts of different lengths -> (ids, segment ids, positions), right-aligned so all end at one slot."""
     if not prompts or any(not p for p in prompts):
-        raise ValueError("every prompt needs at least one token (e.g. [CLS], the start of a document)")
+        raise UserError("every prompt needs at least one token (e.g. [CLS], the start of a document)")
     length = max(len(p) for p in prompts)
     ids = np.full((len(prompts), length), pad_id, np.int32)
     seg = np.zeros_like(ids)
@@ -113,7 +114,7 @@ class CausalGenerator:
         ids, seg, pos = left_pad(prompts)
         total = ids.shape[1] + max_new_tokens - 1
         if total > self.cfg.max_len:
-            raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceed the model's "
+            raise UserError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceed the model's "
                              f"max_len={self.cfg.max_len} positions")
         key = (ids.shape, max_new_tokens, temperature, top_k, top_p, beam_size, length_penalty)
         if key not in self._compiled:

@@ -13,12 +13,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.decoder import DecoderStack
 from plm_jax.models.encoder import Encoder
 from plm_jax.models.layers import Dropout, Embeddings, causal_mask, dense
-
-SEQUENCE_KINDS = ("classification", "regression")
 
 
 class BertForSequenceClassification(nn.Module):
@@ -31,7 +30,7 @@ class BertForSequenceClassification(nn.Module):
     def setup(self) -> None:
         cfg = self.cfg
         if not cfg.use_pooler:
-            raise ValueError("sequence classification reads the pooled output: set model.use_pooler=True")
+            raise UserError("sequence classification reads the pooled output: set model.use_pooler=True")
         self.encoder = Encoder(cfg)
         self.pooler = dense(cfg, cfg.hidden_size, ("embed", "embed_out"), "pooler")
         self.classifier = dense(cfg, self.num_labels, ("embed", "labels"), "classifier")
@@ -80,6 +79,36 @@ class BertForQuestionAnswering(nn.Module):
         return logits_BxLx2[..., 0], logits_BxLx2[..., 1]
 
 
+class BertForTokenClassification(nn.Module):
+    """Token outputs -> dropout -> dense(num_labels): a tag score per token (NER, POS), as Hugging Face's
+    `BertForTokenClassification` (no pooler)."""
+
+    cfg: TransformerConfig
+    num_labels: int
+    classifier_dropout: float | None = None  # None: the model's hidden dropout, as Hugging Face
+
+    def setup(self) -> None:
+        self.encoder = Encoder(self.cfg)
+        self.classifier = dense(self.cfg, self.num_labels, ("embed", "labels"), "classifier")
+        rate = self.cfg.dropout_rate if self.classifier_dropout is None else self.classifier_dropout
+        self.dropout = Dropout(rate)
+
+    def __call__(
+        self,
+        input_ids_BxL: jax.Array,
+        segment_ids_BxL: jax.Array,
+        positions_BxL: jax.Array,
+        token_type_ids_BxL: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Returns logits B x L x num_labels in float32."""
+        x_BxLxD = self.encoder(input_ids_BxL, segment_ids_BxL, positions_BxL, token_type_ids_BxL,
+                               deterministic=deterministic)
+        x_BxLxD = self.dropout(x_BxLxD, deterministic=deterministic)
+        return self.classifier(x_BxLxD).astype(jnp.float32)
+
+
 class DecoderForSequenceClassification(nn.Module):
     """GPT-style classification (as Hugging Face's `GPT2ForSequenceClassification`): a causal decoder has no
     [CLS] summary, so the hidden state of each row's last real token, the one that has seen the whole text, is
@@ -92,7 +121,7 @@ class DecoderForSequenceClassification(nn.Module):
     def setup(self) -> None:
         cfg = self.cfg
         if cfg.architecture != "decoder":
-            raise ValueError(f"DecoderForSequenceClassification needs model.architecture='decoder', "
+            raise UserError(f"DecoderForSequenceClassification needs model.architecture='decoder', "
                              f"got {cfg.architecture!r}")
         self.embeddings = Embeddings(cfg)
         self.decoder = DecoderStack(cfg)
@@ -127,31 +156,27 @@ def last_token_index(segment_ids_BxL: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(segment_ids_BxL != 0, positions_L, 0), axis=1)
 
 
-def check_finetune_head(architecture: str, kind: str) -> None:
-    """Which fine-tuning heads exist for which pretrained architecture: refused early, with both named."""
-    if architecture == "encoder" and (kind in SEQUENCE_KINDS or kind == "qa"):
+def needs_encoder(kind: str, architecture: str) -> None:
+    """A head that reads every token with both-sided context (extractive QA, tagging) needs an encoder."""
+    if architecture == "encoder":
         return
-    if architecture == "decoder" and kind in SEQUENCE_KINDS:
-        return
-    if architecture == "decoder" and kind == "qa":
-        raise ValueError("task.kind='qa' (extractive QA) needs an encoder (BERT, objective mlm): the starting "
-                         "point is a causal decoder (model.architecture='decoder'), which only has "
-                         "classification and regression heads")
-    if architecture == "encoder_decoder":
-        raise ValueError(f"task.kind={kind!r} has no head for model.architecture='encoder_decoder' (a span-"
-                         "corruption run): fine-tune it on translation, or start from an mlm or causal_lm run")
-    raise ValueError(f"task.kind={kind!r} has no head for model.architecture={architecture!r}")
+    if architecture == "decoder":
+        raise UserError(f"task.kind={kind!r} needs an encoder (BERT, objective mlm): the starting point is a causal "
+                        "decoder (model.architecture='decoder'), which only has classification and regression heads")
+    raise UserError(f"task.kind={kind!r} has no head for model.architecture={architecture!r} (a span-corruption "
+                    "run): fine-tune it on translation, or start from an mlm or causal_lm run")
 
 
-def finetune_model(cfg: TransformerConfig, kind: str, num_labels: int,
-                   classifier_dropout: float | None = None) -> nn.Module:
-    """The fine-tuning model for a task kind (classification, regression, qa) on a pretrained architecture."""
-    check_finetune_head(cfg.architecture, kind)
-    if kind == "qa":
-        return BertForQuestionAnswering(cfg)
+def sequence_classifier(cfg: TransformerConfig, num_labels: int, classifier_dropout: float | None = None,
+                        kind: str = "classification") -> nn.Module:
+    """The sequence classification/regression model for the pretrained architecture: BERT's pooled [CLS], or a
+    causal decoder's last token."""
     if cfg.architecture == "decoder":
         return DecoderForSequenceClassification(cfg, num_labels, classifier_dropout)
-    return BertForSequenceClassification(cfg, num_labels, classifier_dropout)
+    if cfg.architecture == "encoder":
+        return BertForSequenceClassification(cfg, num_labels, classifier_dropout)
+    raise UserError(f"task.kind={kind!r} has no head for model.architecture={cfg.architecture!r} (a span-corruption "
+                    "run): fine-tune it on translation, or start from an mlm or causal_lm run")
 
 
 def finetune_dummy_inputs(cfg: TransformerConfig, batch_size: int = 1, seq_len: int | None = None):

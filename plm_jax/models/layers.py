@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.parallel.sharding import constrain
 
@@ -82,7 +83,7 @@ def dropout_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     for n in shape[1:]:
         inner *= n
     if inner >= 2**32:
-        raise ValueError(f"dropout on {shape}: the trailing axes hold {inner} >= 2**32 elements")
+        raise UserError(f"dropout on {shape}: the trailing axes hold {inner} >= 2**32 elements")
     col = jnp.zeros(shape, jnp.uint32)
     for axis in range(1, len(shape)):  # row-major index within the leading (batch) row
         col = col * jnp.uint32(shape[axis]) + jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
@@ -202,7 +203,7 @@ def bias_gelu(h: jax.Array, bias: jax.Array) -> jax.Array:
     Why: under plain autodiff XLA writes the biased pre-activation and an erf term in the forward pass and reads
     four activation-sized tensors in the backward pass. Here the gradient is dy * GELU'(h + bias), one pass, and
     the bias gradient a sum of it. In the compiled BERT-base GPU step (configs/bench/bert_base.py, deviceless
-    H200 compile, counted by train/roofline.py) the traffic outside the matmuls fell from 66.8 to 57.1 GB.
+    H200 compile, counted by perf/roofline.py) the traffic outside the matmuls fell from 66.8 to 57.1 GB.
     """
     return _bias_gelu_fwd(h, bias)[0]
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import jax
 
+from plm_jax.errors import UserError
+
 log = logging.getLogger("plm_jax")
 
 
@@ -40,9 +42,9 @@ def initialize(
         jax.distributed.initialize(initialization_timeout=timeout_s)
     elif num_processes > 1:
         if not coordinator or process_id is None:
-            raise ValueError("a multi-process run needs --coordinator=host:port and --process_id")
+            raise UserError("a multi-process run needs --coordinator=host:port and --process_id")
         if not 0 <= process_id < num_processes:
-            raise ValueError(f"--process_id={process_id} is outside [0, {num_processes})")
+            raise UserError(f"--process_id={process_id} is outside [0, {num_processes})")
         jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout_s,
                                    heartbeat_timeout_seconds=timeout_s)
     else:
@@ -66,7 +68,7 @@ def cpu_device_count(setting: int, batch_sizes: Sequence[int], cores: int | None
     not the training device there) unless JAX_PLATFORMS asks for the CPU.
     """
     if setting < -1:
-        raise ValueError(f"mesh.cpu_devices={setting}: expected -1 (one per core), 0 (JAX's default) or a count")
+        raise UserError(f"mesh.cpu_devices={setting}: expected -1 (one per core), 0 (JAX's default) or a count")
     if setting == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return 0
     if setting > 0:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plm_jax.errors import UserError
+
 _TEMPLATE = """gpu_device_info {{
   threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
   shared_memory_per_core: {smem_per_core} threads_per_core_limit: 2048 core_count: {cores}
@@ -41,12 +43,12 @@ def parse_target(target: str) -> tuple[str, int]:
     """'h100' -> ('h100', 1); 'h200:16' -> ('h200', 16): a GPU kind and how many of them."""
     kind, _, count = target.lower().partition(":")
     if kind not in TARGETS:
-        raise ValueError(f"--target={target!r}: known GPUs are {', '.join(sorted(TARGETS))} (add ':N' for N of them)")
+        raise UserError(f"--target={target!r}: known GPUs are {', '.join(sorted(TARGETS))} (add ':N' for N of them)")
     if count and not (count.isdigit() and int(count) > 0):
-        raise ValueError(f"--target={target!r}: the count after ':' must be a positive integer")
+        raise UserError(f"--target={target!r}: the count after ':' must be a positive integer")
     n = int(count or 1)
     if n > GPUS_PER_HOST and n % GPUS_PER_HOST:
-        raise ValueError(f"--target={target!r}: more than {GPUS_PER_HOST} GPUs come as whole hosts of "
+        raise UserError(f"--target={target!r}: more than {GPUS_PER_HOST} GPUs come as whole hosts of "
                          f"{GPUS_PER_HOST}")
     return kind, n
 

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from plm_jax.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
@@ -66,12 +68,12 @@ def strategy_dims(mesh_cfg: Any) -> list[int]:
     if not strategy:
         return dims
     if strategy not in STRATEGIES:
-        raise ValueError(f"mesh.strategy={strategy!r}; expected one of {sorted(STRATEGIES)} or '' (the sizes as "
+        raise UserError(f"mesh.strategy={strategy!r}; expected one of {sorted(STRATEGIES)} or '' (the sizes as "
                          "given)")
     used = STRATEGIES[strategy]
     for axis, size in zip(MESH_AXES, dims):
         if axis not in used and size not in (1, -1):
-            raise ValueError(f"mesh.strategy={strategy!r} uses no {axis} axis, but mesh.{axis}={size}")
+            raise UserError(f"mesh.strategy={strategy!r} uses no {axis} axis, but mesh.{axis}={size}")
     dims = [d if a in used else 1 for a, d in zip(MESH_AXES, dims)]
     if -1 not in dims:  # the first used axis that has no size of its own takes the remaining devices
         free = [i for i, a in enumerate(MESH_AXES) if a in used and dims[i] == 1]
@@ -84,14 +86,14 @@ def mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int, int]:
     """Resolves the config's (data, fsdp, tensor); one of them may be -1 = all remaining devices."""
     dims = strategy_dims(mesh_cfg)
     if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))}: each axis must be positive, at most one -1")
+        raise UserError(f"mesh {dict(zip(MESH_AXES, dims))}: each axis must be positive, at most one -1")
     if -1 in dims:
         rest = math.prod(d for d in dims if d != -1)
         if num_devices % rest:
-            raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} does not divide {num_devices} devices")
+            raise UserError(f"mesh {dict(zip(MESH_AXES, dims))} does not divide {num_devices} devices")
         dims[dims.index(-1)] = num_devices // rest
     if math.prod(dims) != num_devices:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} needs {math.prod(dims)} devices, "
+        raise UserError(f"mesh {dict(zip(MESH_AXES, dims))} needs {math.prod(dims)} devices, "
                          f"but {num_devices} are available")
     return tuple(dims)  # type: ignore[return-value]
 
@@ -109,7 +111,7 @@ def rules_from_config(rules: Any) -> tuple[tuple[str, Any], ...]:
         name, axes = rule
         axes = tuple(axes) if isinstance(axes, list) else axes
         if axes is not None and not all(a in MESH_AXES for a in (axes if isinstance(axes, tuple) else (axes,))):
-            raise ValueError(f"logical axis rule {name!r} -> {axes!r} names a mesh axis outside {MESH_AXES}")
+            raise UserError(f"logical axis rule {name!r} -> {axes!r} names a mesh axis outside {MESH_AXES}")
         out.append((name, axes))
     return tuple(out)
 

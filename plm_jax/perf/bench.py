@@ -1,8 +1,9 @@
 """`launch.py bench`: train-step throughput, MFU, compile time and peak memory on synthetic MLM batches.
 
-The batch matches ../shared/bench (random tokens, one document per row, 15% of positions predicted) so the
-numbers sit in the same table as the Hugging Face peers. `bench.head=dense` projects every position through the
-vocabulary, the peers' amount of work; `sparse` (the default, and what training uses) only the P masked ones.
+The batch matches the Hugging Face peers' (benchmarks/peers/peer_bert_train.py: random tokens, one document per
+row, 15% of positions predicted) so the numbers sit in the same table (benchmarks/vs_peers.py). `bench.head=dense`
+projects every position through the vocabulary, the peers' amount of work; `sparse` (the default, and what training
+uses) only the P masked ones.
 `bench.op_profile=N` adds where the step's time goes: the N slowest ops, each with the model code it came from
 (op_profile.py), printed to stderr and kept in the JSON.
 """
@@ -22,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from plm_jax.data.data_config import resolve_max_predictions
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.flops import mlm_train_flops_per_step
-from plm_jax.train import op_profile, roofline
+from plm_jax.perf import op_profile, roofline
+from plm_jax.perf.peak_flops import table_bandwidth, table_peak_flops
+from plm_jax.tasks.pretraining import PretrainingTask
 from plm_jax.train import state as state_lib
-from plm_jax.train.peak_flops import table_bandwidth, table_peak_flops
 from plm_jax.train.setup import build
 
 
@@ -90,7 +93,7 @@ def measure_pipeline(config: Any, batches: int) -> float:
     from plm_jax.data.tokenizer import load_tokenizer
 
     if not config.data.tokenizer:
-        raise ValueError("bench.pipeline needs --config.data.tokenizer=<SentencePiece model> "
+        raise UserError("bench.pipeline needs --config.data.tokenizer=<SentencePiece model> "
                          "(e.g. runs/quickstart/tokenizer.model)")
     ds = mlm_dataset(config.data, load_tokenizer(config.data.tokenizer), split="train", repeat=True,
                      batch_size=config.train.batch_size, seed=config.seed)
@@ -107,7 +110,7 @@ def run_bench(config: Any) -> dict[str, Any]:
     batch, seq_len = config.train.batch_size, config.data.seq_len
     predictions = resolve_max_predictions(config.data)
     dense_head = bench.head == "dense"
-    setup = build(config)
+    setup = build(PretrainingTask(config))
     cfg, data_sharding, train_step = setup.model_cfg, setup.data_sharding, setup.train_step
     state = setup.init_state(config.seed)
 

@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
+
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
           "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
 _SHAPE = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([0-9,]*)\]")
@@ -62,7 +64,7 @@ def _parse(hlo_text: str) -> tuple[dict[str, list[tuple[str, str, str, str]]], d
             shapes[name] = shape
             computations[current].append((name, shape, opcode, rest))
     if not entry:
-        raise ValueError("no ENTRY computation in the HLO text")
+        raise UserError("no ENTRY computation in the HLO text")
     return computations, shapes, entry
 
 

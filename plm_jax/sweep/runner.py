@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from plm_jax.errors import UserError
 from plm_jax.files import write_atomic
 from plm_jax.parallel.distributed import config_cpu_device_count
 from plm_jax.sweep.spec import Plan, StagePlan, expand, load_sweep, plan_summary
@@ -115,11 +116,11 @@ class _Running:
 class SweepRunner:
     def __init__(self, plan: Plan, workdir: str, workers: int = 1, devices: str = "", sweep_config: str = ""):
         if workers < 1:
-            raise ValueError(f"--workers={workers}: need at least one")
+            raise UserError(f"--workers={workers}: need at least one")
         self.plan, self.workdir, self.workers = plan, os.path.abspath(workdir), workers
         self.slot_devices = [d.strip() for d in devices.split(";")] if devices else []
         if self.slot_devices and len(self.slot_devices) != workers:
-            raise ValueError(f"--worker_devices gives {len(self.slot_devices)} groups for --workers={workers}; "
+            raise UserError(f"--worker_devices gives {len(self.slot_devices)} groups for --workers={workers}; "
                              "separate the groups with ';', e.g. '0,1;2,3'")
         self.sweep_config = sweep_config
         self.code, self.packages = code_version(), package_versions()

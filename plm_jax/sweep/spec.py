@@ -29,8 +29,10 @@ from typing import Any
 
 import ml_collections
 
+from plm_jax.errors import UserError
 
-class SweepError(ValueError):
+
+class SweepError(UserError):
     """A sweep config that cannot run as written."""
 
 

@@ -14,6 +14,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from plm_jax.errors import UserError
+
 _CF_EPS, _CF_TINY = 1e-15, 1e-300
 _CORNISH_FISHER_DF = 1e5  # above this t_quantile uses the expansion about the normal quantile (error << 1e-12)
 # t_cdf's relative error is ~df * 1e-16 (I_x(df/2, 1/2) is that sensitive to x); from 1e9 on, the normal CDF is as
@@ -81,7 +83,7 @@ def _t_sf(t: float, df: float) -> float:
 def t_cdf(t: float, df: float) -> float:
     """CDF of Student's t with (possibly non-integer) df, from the regularized incomplete beta function."""
     if not df > 0:
-        raise ValueError(f"df must be > 0, got {df}")
+        raise UserError(f"df must be > 0, got {df}")
     return _t_sf(-t, df)
 
 
@@ -101,9 +103,9 @@ def _cornish_fisher(z: float, df: float) -> float:
 def t_quantile(p: float, df: float) -> float:
     """Inverse CDF of Student's t for any df > 0 (Welch's df is not an integer), to ~1e-12 relative."""
     if not df > 0:
-        raise ValueError(f"df must be > 0, got {df}")
+        raise UserError(f"df must be > 0, got {df}")
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
+        raise UserError(f"p must be in [0, 1], got {p}")
     if p in (0.0, 1.0):
         return math.copysign(math.inf, p - 0.5)
     if p == 0.5:
@@ -172,7 +174,7 @@ def _mean_var(x: np.ndarray) -> tuple[float, float]:
 
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise UserError(f"confidence must be in (0, 1), got {confidence}")
 
 
 def _t_interval(estimate: float, se: float, df: float, confidence: float, with_p: bool, **counts: int) -> Interval:
@@ -206,7 +208,7 @@ def difference_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np
     if paired:
         a_all, b_all = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
         if a_all.size != b_all.size:
-            raise ValueError(f"a paired difference needs one value per seed in both configs, got {a_all.size} "
+            raise UserError(f"a paired difference needs one value per seed in both configs, got {a_all.size} "
                              f"values in a and {b_all.size} in b")
         return _one_sample(_finite(b_all - a_all), confidence, with_p=True)  # a seed failed in either drops out
     _check_confidence(confidence)

@@ -21,8 +21,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from plm_jax.data.text_tokenizer import TextTokenizer
+from plm_jax.errors import UserError
 from plm_jax.files import json_objects
-from plm_jax.tasks.text_tokenizer import TextTokenizer
 
 KINDS = ("classification", "regression", "qa")
 SOURCES = ("tfds", "local")
@@ -83,22 +84,22 @@ def _names(value: str | Sequence[str]) -> tuple[str, ...]:
 def validate_task_config(task_cfg: ml_collections.ConfigDict) -> None:
     """Config errors that would otherwise surface late (or as a wrong label mapping)."""
     if task_cfg.kind == "qa":
-        raise ValueError("task.kind 'qa' is extractive QA, which has its own loader; load_split handles "
+        raise UserError("task.kind 'qa' is extractive QA, which has its own loader; load_split handles "
                          "classification and regression")
     if task_cfg.kind not in KINDS:
-        raise ValueError(f"task.kind must be one of {KINDS}, got {task_cfg.kind!r}")
+        raise UserError(f"task.kind must be one of {KINDS}, got {task_cfg.kind!r}")
     if task_cfg.source not in SOURCES:
-        raise ValueError(f"task.source must be one of {SOURCES}, got {task_cfg.source!r}")
+        raise UserError(f"task.source must be one of {SOURCES}, got {task_cfg.source!r}")
     if not task_cfg.text_a:
-        raise ValueError("task.text_a is empty: name the text feature / column")
+        raise UserError("task.text_a is empty: name the text feature / column")
     if task_cfg.kind == "regression" and (_names(task_cfg.label_names) or _names(task_cfg.exclude_labels)):
-        raise ValueError("task.label_names and task.exclude_labels must be empty for regression")
+        raise UserError("task.label_names and task.exclude_labels must be empty for regression")
     names = _names(task_cfg.label_names)
     if len(set(names)) != len(names):
-        raise ValueError(f"task.label_names has duplicates: {names}")
+        raise UserError(f"task.label_names has duplicates: {names}")
     minimum = 5 if task_cfg.text_b else 3
     if int(task_cfg.seq_len) < minimum:
-        raise ValueError(f"task.seq_len must be >= {minimum} ([CLS]/[SEP] plus text), got {task_cfg.seq_len}")
+        raise UserError(f"task.seq_len must be >= {minimum} ([CLS]/[SEP] plus text), got {task_cfg.seq_len}")
 
 
 # ---------------------------------------------------------------------------------------------------- local files
@@ -113,7 +114,7 @@ def _decode(path: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path} line {line}: not UTF-8 (byte {raw[e.start:e.start + 1]!r} at offset "
+        raise UserError(f"{path} line {line}: not UTF-8 (byte {raw[e.start:e.start + 1]!r} at offset "
                          f"{e.start})") from None
 
 
@@ -125,11 +126,11 @@ def _read_delimited(path: str, text: str, delimiter: str, task_cfg, split: str) 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader, None)
     if not header:
-        raise ValueError(f"{path}: no header row (the file is empty)")
+        raise UserError(f"{path}: no header row (the file is empty)")
     has_label = task_cfg.label in header
     for column in _columns(task_cfg, need_label=split != "test" or has_label):
         if column not in header:
-            raise ValueError(f"{path} line 1: no column {column!r}; available: {header}")
+            raise UserError(f"{path} line 1: no column {column!r}; available: {header}")
     index = {name: i for i, name in enumerate(header)}
     line = reader.line_num
     for row in reader:
@@ -138,7 +139,7 @@ def _read_delimited(path: str, text: str, delimiter: str, task_cfg, split: str) 
         if not row:
             continue  # a blank line
         if len(row) != len(header):
-            raise ValueError(f"{where}: {len(row)} fields, the header has {len(header)} (unbalanced quotes?)")
+            raise UserError(f"{where}: {len(row)} fields, the header has {len(header)} (unbalanced quotes?)")
         text_b = row[index[task_cfg.text_b]] if task_cfg.text_b else None
         label = row[index[task_cfg.label]] if has_label else None
         yield _Row(where, row[index[task_cfg.text_a]], text_b, label)
@@ -149,12 +150,12 @@ def _read_jsonl(path: str, text: str, task_cfg, split: str) -> Iterator[_Row]:
         has_label = task_cfg.label in record
         for column in _columns(task_cfg, need_label=split != "test"):
             if column not in record:
-                raise ValueError(f"{where}: no field {column!r}; available: {sorted(record)}")
+                raise UserError(f"{where}: no field {column!r}; available: {sorted(record)}")
         texts = []
         for column in _columns(task_cfg, need_label=False):
             value = record[column]
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"{where}: field {column!r} is not text: {value!r}")
+                raise UserError(f"{where}: field {column!r} is not text: {value!r}")
             texts.append(value or "")  # null counts as empty text
         label = record[task_cfg.label] if has_label else None
         yield _Row(where, texts[0], texts[1] if task_cfg.text_b else None, label)
@@ -163,10 +164,10 @@ def _read_jsonl(path: str, text: str, task_cfg, split: str) -> Iterator[_Row]:
 def _local_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterator[_Row], str]:
     path = os.path.expanduser(str(task_cfg[f"{split}_file"]))
     if not path:
-        raise ValueError(f"task.{split}_file is empty: give the {split} .csv/.tsv/.jsonl file")
+        raise UserError(f"task.{split}_file is empty: give the {split} .csv/.tsv/.jsonl file")
     fmt = _FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown format; the extension must be one of {sorted(_FORMATS)}")
+        raise UserError(f"{path}: unknown format; the extension must be one of {sorted(_FORMATS)}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"task.{split}_file not found: {path}")
     text = _decode(path)
@@ -184,15 +185,15 @@ def task_tfds_builder(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[
     from plm_jax.data.sources import tfds_builder
 
     if not task_cfg.tfds_name:
-        raise ValueError("task.tfds_name is empty: name the TFDS dataset (or set task.source='local')")
+        raise UserError("task.tfds_name is empty: name the TFDS dataset (or set task.source='local')")
     split_name = task_cfg[f"{split}_split"]
     if not split_name:
-        raise ValueError(f"task.{split}_split is empty: name the TFDS split to use for {split}")
+        raise UserError(f"task.{split}_split is empty: name the TFDS split to use for {split}")
     data_cfg = default_data_config()
     data_cfg.update({"source": "tfds", "tfds_name": task_cfg.tfds_name, "tfds_data_dir": task_cfg.tfds_data_dir})
     builder = tfds_builder(data_cfg)
     if re.fullmatch(r"\w+", split_name) and split_name not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {task_cfg.tfds_name!r} has no split {split_name!r}; "
+        raise UserError(f"TFDS dataset {task_cfg.tfds_name!r} has no split {split_name!r}; "
                          f"available: {sorted(builder.info.splits.keys())}")
     return builder, split_name
 
@@ -206,10 +207,10 @@ def _tfds_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterato
     features, name = builder.info.features, task_cfg.tfds_name
     for column in _columns(task_cfg, need_label=True):
         if column not in features:
-            raise ValueError(f"TFDS dataset {name!r} has no feature {column!r}; available: {sorted(features.keys())}")
+            raise UserError(f"TFDS dataset {name!r} has no feature {column!r}; available: {sorted(features.keys())}")
     for column in _columns(task_cfg, need_label=False):
         if features[column].tf_dtype != tf.string or tuple(features[column].shape) != ():
-            raise ValueError(f"TFDS feature {name}/{column} is not scalar text ({features[column].tf_dtype.name})")
+            raise UserError(f"TFDS feature {name}/{column} is not scalar text ({features[column].tf_dtype.name})")
     label_feature = features[task_cfg.label]
     class_names = tuple(label_feature.names) if isinstance(label_feature, tfds.features.ClassLabel) else ()
     keys = _columns(task_cfg, need_label=True)
@@ -257,7 +258,7 @@ def _train_label_names(task_cfg) -> tuple[str, ...]:
     rows, source, _ = _rows(task_cfg, "train")
     labels = {str(r.label).strip() for r in rows if r.label is not None and _has_text(r)}
     if not labels:
-        raise ValueError(f"cannot derive task.label_names: {source} has no labels; declare task.label_names")
+        raise UserError(f"cannot derive task.label_names: {source} has no labels; declare task.label_names")
     if all(_INT.fullmatch(x) for x in labels):
         return tuple(sorted(labels, key=int))
     return tuple(sorted(labels))
@@ -267,17 +268,17 @@ def _class_name(row: _Row, names: tuple[str, ...], declared: bool) -> str:
     """The class name of a raw label: a name, or (for declared classes) an integer index into them."""
     value = row.label.strip() if isinstance(row.label, str) else row.label
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{row.where}: label {value!r} is not a class name or an integer index")
+        raise UserError(f"{row.where}: label {value!r} is not a class name or an integer index")
     if not declared or str(value) in names:
         if str(value) not in names:
-            raise ValueError(f"{row.where}: label {value!r} is not one of the classes of the train split {names}")
+            raise UserError(f"{row.where}: label {value!r} is not one of the classes of the train split {names}")
         return str(value)
     if isinstance(value, int) or _INT.fullmatch(value):
         index = int(value)
         if not 0 <= index < len(names):
-            raise ValueError(f"{row.where}: label index {value!r} is outside the {len(names)} classes {names}")
+            raise UserError(f"{row.where}: label index {value!r} is outside the {len(names)} classes {names}")
         return names[index]
-    raise ValueError(f"{row.where}: label {value!r} is not one of the declared classes {names}")
+    raise UserError(f"{row.where}: label {value!r} is not one of the declared classes {names}")
 
 
 def _target(row: _Row) -> float:
@@ -287,22 +288,22 @@ def _target(row: _Row) -> float:
             raise ValueError
         target = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{row.where}: regression label {value!r} is not a number") from None
+        raise UserError(f"{row.where}: regression label {value!r} is not a number") from None
     if not math.isfinite(target):
-        raise ValueError(f"{row.where}: regression label {value!r} is not finite")
+        raise UserError(f"{row.where}: regression label {value!r} is not finite")
     return target
 
 
 def load_split(task_cfg: ml_collections.ConfigDict, split: str) -> LabeledSet:
     """The examples of split "train", "eval" or "test", labels as indices into label_names (or floats)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     validate_task_config(task_cfg)
     regression = task_cfg.kind == "regression"
     rows, source, class_names = _rows(task_cfg, split)
     declared = _names(task_cfg.label_names) or class_names
     if regression and class_names:
-        raise ValueError(f"{source}: feature {task_cfg.label!r} is a ClassLabel {class_names}; "
+        raise UserError(f"{source}: feature {task_cfg.label!r} is a ClassLabel {class_names}; "
                          f"task.kind='regression' needs numeric labels")
     all_names: tuple[str, ...] = ()
     if not regression:
@@ -310,10 +311,10 @@ def load_split(task_cfg: ml_collections.ConfigDict, split: str) -> LabeledSet:
     exclude = _names(task_cfg.exclude_labels)
     unknown = [x for x in exclude if x not in all_names]
     if unknown:
-        raise ValueError(f"task.exclude_labels {unknown} are not classes of {source}: {all_names}")
+        raise UserError(f"task.exclude_labels {unknown} are not classes of {source}: {all_names}")
     label_names = tuple(x for x in all_names if x not in exclude)
     if not regression and not label_names:
-        raise ValueError(f"task.exclude_labels {exclude} leaves no classes of {all_names}")
+        raise UserError(f"task.exclude_labels {exclude} leaves no classes of {all_names}")
     index = {x: i for i, x in enumerate(label_names)}
     limit = int(task_cfg.max_train_examples if split == "train" else task_cfg.max_eval_examples)
     kept: list[tuple[_Row, int | float | None]] = []
@@ -335,14 +336,14 @@ def load_split(task_cfg: ml_collections.ConfigDict, split: str) -> LabeledSet:
             else:
                 kept.append((row, index[name]))
     if not kept:
-        raise ValueError(f"no examples in {source} (skipped: {dict(skipped) or 'none'})")
+        raise UserError(f"no examples in {source} (skipped: {dict(skipped) or 'none'})")
     unlabeled = [r for r, _ in kept if r.label is None]
     if len(unlabeled) == len(kept) or (regression and all(y == -1 for _, y in kept)):
         if split != "test":
-            raise ValueError(f"{source} is unlabeled (every label is -1 or missing): it cannot be the {split} split")
+            raise UserError(f"{source} is unlabeled (every label is -1 or missing): it cannot be the {split} split")
         examples = [TextExample(r.text_a, r.text_b, -1.0 if regression else -1) for r, _ in kept]
     elif unlabeled:
-        raise ValueError(f"{unlabeled[0].where}: no label (-1) in a labeled split; {len(unlabeled)} such examples")
+        raise UserError(f"{unlabeled[0].where}: no label (-1) in a labeled split; {len(unlabeled)} such examples")
     else:
         examples = [TextExample(r.text_a, r.text_b, y) for r, y in kept]
     return LabeledSet(examples, label_names, dict(skipped), source)
@@ -383,7 +384,7 @@ def encode(examples: Sequence[TextExample], tokenizer: TextTokenizer, seq_len: i
     """BERT inputs [CLS] a [SEP] (b [SEP]) padded to seq_len; float labels (regression) stay float32."""
     pairs = any(e.text_b is not None for e in examples)
     if seq_len < (5 if pairs else 3):
-        raise ValueError(f"seq_len {seq_len} leaves no room for text besides [CLS]/[SEP]")
+        raise UserError(f"seq_len {seq_len} leaves no room for text besides [CLS]/[SEP]")
     n = len(examples)
     input_ids = np.full((n, seq_len), tokenizer.pad_id, np.int32)
     token_type_ids = np.zeros((n, seq_len), np.int32)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 
 OBJECTIVES = ("mlm", "causal_lm", "span_corruption")
@@ -115,12 +116,12 @@ _ALL = {
 def get_objective(name: str, model_cfg: TransformerConfig | None = None) -> Objective:
     """The objective by name, checked against the model's architecture (one clear line if they disagree)."""
     if name not in _ALL:
-        raise ValueError(f"objective={name!r}; expected one of {OBJECTIVES}")
+        raise UserError(f"objective={name!r}; expected one of {OBJECTIVES}")
     objective = _ALL[name]
     if model_cfg is not None and model_cfg.architecture != objective.architecture:
         why = f": {_CROSS}" if objective.architecture == "encoder_decoder" and model_cfg.architecture == "decoder" \
             else ""
-        raise ValueError(f"objective={name!r} trains model.architecture={objective.architecture!r}, but the config "
+        raise UserError(f"objective={name!r} trains model.architecture={objective.architecture!r}, but the config "
                          f"has model.architecture={model_cfg.architecture!r}{why}")
     return objective
 

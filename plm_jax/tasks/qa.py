@@ -1,5 +1,5 @@
-"""Extractive question answering (SQuAD v1.1 / v2.0): loading, sliding-window features, and (re-exported) the
-n-best span post-processing of plm_jax.tasks.qa_postprocess.
+"""Extractive question answering (SQuAD v1.1 / v2.0): loading and sliding-window features (the n-best span
+post-processing is plm_jax.tasks.qa_postprocess).
 
 Features follow the Hugging Face run_qa.py conventions so that results are comparable: `[CLS] question [SEP]
 context-window [SEP]`, overlapping context windows, and a window that does not hold the answer (or an
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from plm_jax.tasks.qa_postprocess import postprocess
-from plm_jax.tasks.text_tokenizer import TextTokenizer
+from plm_jax.data.text_tokenizer import TextTokenizer
+from plm_jax.errors import UserError
 
-__all__ = ["QAExample", "QAFeatures", "load_squad_json", "load_squad_tfds", "make_features", "postprocess"]
+__all__ = ["QAExample", "QAFeatures", "load_squad_json", "load_squad_tfds", "make_features"]
 
 
 @dataclasses.dataclass
@@ -38,19 +38,19 @@ def _check_answers(answers: list[tuple[str, int]], context: str, where: str) -> 
     for text, start in answers:
         if context[start : start + len(text)] != text or start < 0 or not text:
             found = context[max(start, 0) : max(start, 0) + len(text)]
-            raise ValueError(f"{where}: answer span does not match its context: answer {text!r} at "
+            raise UserError(f"{where}: answer span does not match its context: answer {text!r} at "
                              f"{start}, context has {found!r} there")
 
 
 def _key(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     """record[key] checked for type, with an error naming the key and where it is missing."""
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if key not in record:
-        raise ValueError(f"{where}: missing key {key!r}")
+        raise UserError(f"{where}: missing key {key!r}")
     value = record[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise ValueError(f"{where}: key {key!r} has the wrong type ({type(value).__name__})")
+        raise UserError(f"{where}: key {key!r} has the wrong type ({type(value).__name__})")
     return value
 
 
@@ -65,9 +65,9 @@ def load_squad_json(path: str, *, require_answers: bool = False) -> list[QAExamp
     try:
         dataset = json.loads(raw.decode("utf-8-sig"))  # tolerate a byte-order mark
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON: {e}") from None
+        raise UserError(f"{path}: malformed JSON: {e}") from None
     examples: list[QAExample] = []
     seen: set[str] = set()
     for i, article in enumerate(_key(dataset, "data", list, path)):
@@ -79,21 +79,21 @@ def load_squad_json(path: str, *, require_answers: bool = False) -> list[QAExamp
                 qid = _key(qa, "id", str, f"{where}.qas[{k}]")
                 at = f"{path}: question {qid!r}"
                 if qid in seen:
-                    raise ValueError(f"{at}: duplicate question id")
+                    raise UserError(f"{at}: duplicate question id")
                 seen.add(qid)
                 question = _key(qa, "question", str, at)
                 impossible = bool(qa.get("is_impossible", False))
                 answers = [(_key(a, "text", str, at), _key(a, "answer_start", int, at))
                            for a in _key(qa, "answers", list, at)]
                 if impossible and answers:
-                    raise ValueError(f"{at}: is_impossible is true but the question has answers")
+                    raise UserError(f"{at}: is_impossible is true but the question has answers")
                 if not impossible and not answers and require_answers:
-                    raise ValueError(f"{at}: no answers and not marked is_impossible (require_answers=True)")
+                    raise UserError(f"{at}: no answers and not marked is_impossible (require_answers=True)")
                 _check_answers(answers, context, at)
                 examples.append(QAExample(qid, question, context, answers, impossible or not answers,
                                           title if isinstance(title, str) else ""))
     if not examples:
-        raise ValueError(f"{path}: empty: no questions in the file")
+        raise UserError(f"{path}: empty: no questions in the file")
     return examples
 
 
@@ -113,9 +113,9 @@ def load_squad_tfds(name: str, split: str, data_dir: str | None = None) -> list[
     features = builder.info.features
     missing = [k for k in ("id", "context", "question", "answers") if k not in features]
     if missing:
-        raise ValueError(f"TFDS dataset {name!r} lacks the SQuAD features {missing}; has {sorted(features.keys())}")
+        raise UserError(f"TFDS dataset {name!r} lacks the SQuAD features {missing}; has {sorted(features.keys())}")
     if re.fullmatch(r"\w+", split) and split not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
+        raise UserError(f"TFDS dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1, try_autocache=False)
     examples = []
     for ex in builder.as_dataset(split=split, shuffle_files=False, read_config=read_config).as_numpy_iterator():
@@ -126,7 +126,7 @@ def load_squad_tfds(name: str, split: str, data_dir: str | None = None) -> list[
         title = ex["title"].decode("utf-8") if "title" in ex else ""
         examples.append(QAExample(qid, ex["question"].decode("utf-8"), context, answers, impossible, title))
     if not examples:
-        raise ValueError(f"TFDS dataset {name!r} split {split!r} is empty")
+        raise UserError(f"TFDS dataset {name!r} split {split!r} is empty")
     return examples
 
 
@@ -186,13 +186,13 @@ def make_features(
     come from an example's first answer; a window without the whole answer points at [CLS] (index 0).
     """
     if max_query_len < 1:
-        raise ValueError(f"max_query_len must be >= 1, got {max_query_len}")
+        raise UserError(f"max_query_len must be >= 1, got {max_query_len}")
     if seq_len <= max_query_len + 3:
-        raise ValueError(f"seq_len ({seq_len}) must exceed max_query_len + 3 ({max_query_len + 3}): [CLS], two "
+        raise UserError(f"seq_len ({seq_len}) must exceed max_query_len + 3 ({max_query_len + 3}): [CLS], two "
                          f"[SEP] and the question leave no room for context")
     min_context = seq_len - max_query_len - 3  # context tokens per window with the longest question
     if not 0 <= doc_stride < min_context:
-        raise ValueError(f"doc_stride ({doc_stride}) must be in [0, {min_context}): windows overlap by doc_stride "
+        raise UserError(f"doc_stride ({doc_stride}) must be in [0, {min_context}): windows overlap by doc_stride "
                          f"tokens and hold seq_len - max_query_len - 3 = {min_context} context tokens")
     rows: dict[str, list] = {k: [] for k in ("ids", "types", "n", "start", "end", "example", "offsets")}
     for index, ex in enumerate(examples):
@@ -203,7 +203,7 @@ def make_features(
             text, start_char = ex.answers[0]
             answer = _answer_tokens(context_offsets, start_char, start_char + len(text))
             if answer is None:
-                raise ValueError(f"question {ex.qid!r}: no context token covers the answer {text!r} at {start_char}")
+                raise UserError(f"question {ex.qid!r}: no context token covers the answer {text!r} at {start_char}")
         prefix = [tokenizer.cls_id, *question_ids, tokenizer.sep_id]
         for start, end in _windows(len(context_ids), seq_len - len(prefix) - 1, doc_stride):
             ids = prefix + context_ids[start:end] + [tokenizer.sep_id]

@@ -1,6 +1,6 @@
 """From per-window start/end logits to answer texts (Hugging Face run_qa.py's post-processing).
 
-Kept apart from plm_jax.tasks.qa so that each stays short; import `postprocess` from either module.
+Kept apart from plm_jax.tasks.qa (features) so that each stays short.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from plm_jax.errors import UserError
 
 if TYPE_CHECKING:
     from plm_jax.tasks.qa import QAExample, QAFeatures
@@ -62,11 +64,11 @@ def postprocess(
     start_logits, end_logits = np.asarray(start_logits, np.float64), np.asarray(end_logits, np.float64)
     for name, logits in (("start_logits", start_logits), ("end_logits", end_logits)):
         if logits.shape != (n, seq_len):
-            raise ValueError(f"{name} has shape {logits.shape}, the features need ({n}, {seq_len})")
+            raise UserError(f"{name} has shape {logits.shape}, the features need ({n}, {seq_len})")
     if n_best < 1 or max_answer_len < 1:
-        raise ValueError(f"n_best and max_answer_len must be >= 1, got {n_best} and {max_answer_len}")
+        raise UserError(f"n_best and max_answer_len must be >= 1, got {n_best} and {max_answer_len}")
     if n and (features.example_index.min() < 0 or features.example_index.max() >= len(examples)):
-        raise ValueError(f"features refer to example {features.example_index.max()}, but {len(examples)} were given")
+        raise UserError(f"features refer to example {features.example_index.max()}, but {len(examples)} were given")
     windows: dict[int, list[int]] = {}
     for row, index in enumerate(features.example_index.tolist()):
         windows.setdefault(index, []).append(row)

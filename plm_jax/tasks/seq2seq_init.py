@@ -16,12 +16,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from plm_jax.data.text_tokenizer import load_text_tokenizer
+from plm_jax.errors import UserError
 from plm_jax.models import layout
 from plm_jax.models.config import TransformerConfig
-from plm_jax.tasks.text_tokenizer import load_text_tokenizer
-from plm_jax.train import starting_point
-from plm_jax.train.objectives import vocab_needed
-from plm_jax.train.starting_point import StartingPoint
+from plm_jax.tasks import starting_point
+from plm_jax.tasks.objectives import vocab_needed
+from plm_jax.tasks.starting_point import StartingPoint
 
 log = logging.getLogger("plm_jax")
 
@@ -32,12 +33,12 @@ def resolve(config: Any) -> StartingPoint:
     init = str(config.init or "")
     if not init:
         if not config.tokenizer:
-            raise ValueError("a translation model from scratch needs --config.tokenizer (a SentencePiece model "
+            raise UserError("a translation model from scratch needs --config.tokenizer (a SentencePiece model "
                              "trained on both languages: `launch.py tokenizer`); or give --init")
         tokenizer = load_text_tokenizer(config.tokenizer)
         model_cfg = TransformerConfig.from_config(config.model)
         if model_cfg.architecture != "encoder_decoder":
-            raise ValueError(f"translation needs model.architecture='encoder_decoder' (cross-attention from the "
+            raise UserError(f"translation needs model.architecture='encoder_decoder' (cross-attention from the "
                              f"decoder to the source), got {model_cfg.architecture!r}")
         starting_point.check_vocab(model_cfg, tokenizer, "config.model")
         return StartingPoint("scratch", "random", starting_point._apply_overrides(model_cfg, config.model_overrides),
@@ -50,10 +51,10 @@ def resolve(config: Any) -> StartingPoint:
         tokenizer = load_text_tokenizer(config.tokenizer)
     objective = saved.get("objective", "mlm")
     if objective == "causal_lm":
-        raise ValueError(f"{init} is a causal-LM (decoder-only) run: it has no encoder for the source; translation "
+        raise UserError(f"{init} is a causal-LM (decoder-only) run: it has no encoder for the source; translation "
                          "starts from an mlm run (BERT2BERT) or a span_corruption run")
     if tokenizer.vocab_size != run_cfg.vocab_size - vocab_needed(objective, 0, saved.data):
-        raise ValueError(f"{init}: the checkpoint's vocabulary ({run_cfg.vocab_size}) does not fit the tokenizer "
+        raise UserError(f"{init}: the checkpoint's vocabulary ({run_cfg.vocab_size}) does not fit the tokenizer "
                          f"{tokenizer.path} ({tokenizer.vocab_size})")
     if objective == "mlm":
         model_cfg = dataclasses.replace(run_cfg, architecture="encoder_decoder", use_pooler=False,
@@ -83,7 +84,7 @@ def bert2bert(encoder: dict[str, Any], cfg: TransformerConfig) -> dict[str, Any]
     n_dec = cfg.decoder_layers
     n_enc = sum(1 for k in encoder if k.startswith("layer_"))
     if n_dec > n_enc:
-        raise ValueError(f"BERT2BERT: {n_dec} decoder layers but the MLM encoder has only {n_enc}")
+        raise UserError(f"BERT2BERT: {n_dec} decoder layers but the MLM encoder has only {n_enc}")
     decoder = {f"layer_{i}": {k: v for k, v in encoder[f"layer_{i}"].items()} for i in range(n_dec)}
     if "final_layer_norm" in encoder:
         decoder["final_layer_norm"] = encoder["final_layer_norm"]
@@ -99,10 +100,10 @@ def graft_partial(state_params: Any, pretrained: dict[str, Any], shardings: Any)
     flat_shard = _flatten(shardings)
     for path, value in _flatten(pretrained).items():
         if path not in flat_state:
-            raise ValueError(f"pretrained weight {'/'.join(path)} has no place in the translation model")
+            raise UserError(f"pretrained weight {'/'.join(path)} has no place in the translation model")
         want = flat_state[path]
         if tuple(np.shape(value)) != tuple(want.shape):
-            raise ValueError(f"pretrained weight {'/'.join(path)} has shape {np.shape(value)}, the model wants "
+            raise UserError(f"pretrained weight {'/'.join(path)} has shape {np.shape(value)}, the model wants "
                              f"{tuple(want.shape)}")
         flat_state[path] = jax.device_put(np.asarray(value, dtype=want.dtype), flat_shard[path])
     return _unflatten(flat_state)

@@ -9,15 +9,17 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
+from plm_jax.data.text_tokenizer import TextTokenizer, load_text_tokenizer
+from plm_jax.errors import DataUnavailableError, UserError
 from plm_jax.models import layout
 from plm_jax.models.config import TransformerConfig
-from plm_jax.tasks.text_tokenizer import TextTokenizer, load_text_tokenizer
 
 log = logging.getLogger("plm_jax")
 
@@ -44,14 +46,14 @@ def _apply_overrides(model_cfg: TransformerConfig, overrides: Any) -> Transforme
     values = {k: v for k, v in values.items() if v is not None}
     bad = sorted(set(values) - set(OVERRIDABLE))
     if bad:
-        raise ValueError(f"model_overrides {bad} would change the pretrained model's shape; "
+        raise UserError(f"model_overrides {bad} would change the pretrained model's shape; "
                          f"only {', '.join(OVERRIDABLE)} can be overridden")
     return dataclasses.replace(model_cfg, **values)
 
 
 def check_vocab(model_cfg: TransformerConfig, tokenizer: TextTokenizer, source: str) -> None:
     if tokenizer.vocab_size != model_cfg.vocab_size:
-        raise ValueError(f"{source}: the checkpoint's vocabulary has {model_cfg.vocab_size} entries but the "
+        raise UserError(f"{source}: the checkpoint's vocabulary has {model_cfg.vocab_size} entries but the "
                          f"tokenizer {tokenizer.path} has {tokenizer.vocab_size}: they belong to different models")
 
 
@@ -72,7 +74,7 @@ def _plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, Transform
     saved = mlm_pretrain_config()  # defaults for keys that an older run did not write
     saved.update(ml_collections.ConfigDict(saved_dict))
     if "task" in saved_dict:
-        raise ValueError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
+        raise UserError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
                          "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
     model_cfg = TransformerConfig.from_config(saved.model)
     tok_path = saved.data.get("tokenizer") or os.path.join(path, "tokenizer.model")
@@ -84,24 +86,42 @@ def plm_jax_run_params(
 ) -> tuple[TransformerConfig, TextTokenizer, dict[str, Any]]:
     """The latest checkpoint of a pretraining run (the `heads` subtrees; None = the architecture's
     BODY_SUBTREES), its model config and tokenizer."""
-    from plm_jax.train.checkpoint import Checkpointer
-    from plm_jax.train.setup import build
+    from plm_jax.tasks.pretraining import PretrainingTask
+    from plm_jax.train.rundir import CHECKPOINTS, RunDir
+    from plm_jax.train.setup import build_for_inference
 
     saved, model_cfg, tokenizer = _plm_jax_run_config(path)
-    ckpt = Checkpointer(os.path.join(path, "checkpoints"), use_async=False)
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {os.path.join(path, 'checkpoints')}")
-        setup = build(saved)
-        state, _ = ckpt.restore(step, setup.abstract_state)
-    finally:
-        ckpt.close()
+    abstract = build_for_inference(PretrainingTask(saved)).abstract_params  # no optimizer, no train step
+    params, step = RunDir(path).params(abstract, CHECKPOINTS)
     if heads is None:
         heads = BODY_SUBTREES.get(model_cfg.architecture, ())
-    params = {k: jax.device_get(state.params[k]) for k in heads if k in state.params}
+    params = {k: jax.device_get(params[k]) for k in heads if k in params}
     log.info("starting from %s, pretraining step %d", path, step)
     return model_cfg, tokenizer, params
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as the Hub spells repository ids
+_HUB_FILES = ["config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def hub_snapshot(repo_id: str) -> str:
+    """The local folder of a Hugging Face Hub model: the hub client's own cache, downloaded into when online.
+    HF_HUB_OFFLINE=1 reads the cache only; HF_HUB_CACHE / HF_HOME move it, as for transformers."""
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        path = snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=offline,
+                                 cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+    except (OSError, ValueError) as e:  # offline and not cached, no such repository, gated, network errors
+        why = " ".join(str(e).split())[:300]
+        raise DataUnavailableError(
+            f"--init {repo_id}: not a local directory, and the Hugging Face Hub could not provide it "
+            f"({type(e).__name__}: {why}). Offline, download the model elsewhere (`huggingface-cli download "
+            f"{repo_id}`) and pass its directory, or fill the hub cache (HF_HUB_CACHE)") from None
+    log.info("--init %s: the Hugging Face Hub snapshot in %s", repo_id, path)
+    return path
 
 
 def resolve(config: Any) -> StartingPoint:
@@ -113,16 +133,19 @@ def resolve(config: Any) -> StartingPoint:
         init = minilm_dir()
     if not init:
         if not config.tokenizer:
-            raise ValueError("a fine-tune from scratch needs --config.tokenizer (a SentencePiece model or a "
+            raise UserError("a fine-tune from scratch needs --config.tokenizer (a SentencePiece model or a "
                              "Hugging Face tokenizer.json/vocab.txt); or give --init")
         tokenizer = load_text_tokenizer(config.tokenizer)
         model_cfg = TransformerConfig.from_config(config.model)
         check_vocab(model_cfg, tokenizer, "config.model")
         return StartingPoint("scratch", "random", _apply_overrides(model_cfg, config.model_overrides), tokenizer,
                              None)
+    if not os.path.isdir(init) and HUB_ID.fullmatch(init):
+        init = hub_snapshot(init)
     if not os.path.isdir(init):
         raise FileNotFoundError(f"--init {init}: no such directory (a plm_jax pretraining run, a Hugging Face BERT "
-                                f"directory, or one of {sorted(PACKAGED)})")
+                                f"directory, a Hugging Face Hub id such as google-bert/bert-base-uncased, or one of "
+                                f"{sorted(PACKAGED)})")
     if _is_hf_dir(init):
         from plm_jax.interop.hf_bert import load_hf_checkpoint
 
@@ -155,6 +178,6 @@ def graft(state_params: Any, pretrained: dict[str, Any], shardings: Any) -> Any:
         want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), out[name])
         have = jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), subtree)
         if jax.tree.structure(want) != jax.tree.structure(have) or want != have:
-            raise ValueError(f"pretrained {name!r} weights do not fit the fine-tuning model")
+            raise UserError(f"pretrained {name!r} weights do not fit the fine-tuning model")
         out[name] = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), subtree, shardings[name])
     return out

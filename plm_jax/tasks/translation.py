@@ -21,9 +21,10 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
+from plm_jax.data.text_tokenizer import TextTokenizer
+from plm_jax.errors import UserError
 from plm_jax.files import json_objects
 from plm_jax.tasks.classification import SOURCES, SPLITS, _decode
-from plm_jax.tasks.text_tokenizer import TextTokenizer
 
 ON_LONG = ("truncate", "error")
 PAIR_SEPARATOR = "::"  # "a.en::a.de": two line-aligned text files
@@ -57,23 +58,23 @@ class TranslationPair:
 def validate_translation_config(cfg: ml_collections.ConfigDict) -> None:
     """Config errors that would otherwise surface late, as one line each."""
     if cfg.kind != "translation":
-        raise ValueError(f"task.kind must be 'translation' for the translation loader, got {cfg.kind!r}")
+        raise UserError(f"task.kind must be 'translation' for the translation loader, got {cfg.kind!r}")
     if cfg.source not in SOURCES:
-        raise ValueError(f"task.source must be one of {SOURCES}, got {cfg.source!r}")
+        raise UserError(f"task.source must be one of {SOURCES}, got {cfg.source!r}")
     if not cfg.source_lang or not cfg.target_lang:
-        raise ValueError(f"task.source_lang and task.target_lang must be set, got {cfg.source_lang!r} and "
+        raise UserError(f"task.source_lang and task.target_lang must be set, got {cfg.source_lang!r} and "
                          f"{cfg.target_lang!r}")
     if cfg.source == "tfds" and cfg.source_lang == cfg.target_lang:
-        raise ValueError(f"task.source_lang and task.target_lang are both {cfg.source_lang!r}: TFDS features are "
+        raise UserError(f"task.source_lang and task.target_lang are both {cfg.source_lang!r}: TFDS features are "
                          f"keyed by language")
     for key in ("max_source_len", "max_target_len"):
         if int(cfg[key]) < 2:
-            raise ValueError(f"task.{key} must be >= 2 (BOS/EOS plus one token), got {cfg[key]}")
+            raise UserError(f"task.{key} must be >= 2 (BOS/EOS plus one token), got {cfg[key]}")
     if cfg.on_long not in ON_LONG:
-        raise ValueError(f"task.on_long must be one of {ON_LONG}, got {cfg.on_long!r}")
+        raise UserError(f"task.on_long must be one of {ON_LONG}, got {cfg.on_long!r}")
     for key in ("max_train_examples", "max_eval_examples"):
         if int(cfg[key]) < 0:
-            raise ValueError(f"task.{key} must be >= 0 (0 = all), got {cfg[key]}")
+            raise UserError(f"task.{key} must be >= 0 (0 = all), got {cfg[key]}")
 
 
 # ---------------------------------------------------------------------------------------------------- local files
@@ -91,7 +92,7 @@ def _lines(path: str) -> list[str]:
 
 def _check_text(text: str, where: str, side: str) -> str:
     if not text.strip():
-        raise ValueError(f"{where}: empty {side} (an aligned corpus has no blank sides; is the alignment off?)")
+        raise UserError(f"{where}: empty {side} (an aligned corpus has no blank sides; is the alignment off?)")
     return text
 
 
@@ -104,7 +105,7 @@ def _read_tsv(path: str, cfg: ml_collections.ConfigDict) -> Iterator[Translation
         where = f"{path}:{number}"
         fields = line.split("\t")
         if len(fields) != 2:
-            raise ValueError(f"{where}: {len(fields)} tab-separated fields, expected 2 (source<TAB>target): "
+            raise UserError(f"{where}: {len(fields)} tab-separated fields, expected 2 (source<TAB>target): "
                              f"{line[:80]!r}")
         if number == 1 and (fields[0].strip(), fields[1].strip()) in headers:
             continue
@@ -115,7 +116,7 @@ def _read_tsv(path: str, cfg: ml_collections.ConfigDict) -> Iterator[Translation
 def _json_fields(cfg: ml_collections.ConfigDict) -> tuple[str, str]:
     fields = cfg.source_field or cfg.source_lang, cfg.target_field or cfg.target_lang
     if fields[0] == fields[1]:
-        raise ValueError(f"the JSONL source and target fields are both {fields[0]!r}: set task.source_field and "
+        raise UserError(f"the JSONL source and target fields are both {fields[0]!r}: set task.source_field and "
                          f"task.target_field")
     return fields
 
@@ -129,10 +130,10 @@ def _read_jsonl(path: str, cfg: ml_collections.ConfigDict) -> Iterator[Translati
         texts = []
         for side, field in (("source", source_field), ("target", target_field)):
             if field not in record:
-                raise ValueError(f"{where}: no {side} field {field!r}; available: {sorted(record)}")
+                raise UserError(f"{where}: no {side} field {field!r}; available: {sorted(record)}")
             value = record[field]
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"{where}: {side} field {field!r} is not text: {value!r}")
+                raise UserError(f"{where}: {side} field {field!r} is not text: {value!r}")
             texts.append(_check_text(value or "", where, f"{side} ({field!r})"))
         yield TranslationPair(texts[0], texts[1], where)
 
@@ -140,10 +141,10 @@ def _read_jsonl(path: str, cfg: ml_collections.ConfigDict) -> Iterator[Translati
 def _read_two_files(spec: str) -> Iterator[TranslationPair]:
     source_path, target_path = (os.path.expanduser(p.strip()) for p in spec.split(PAIR_SEPARATOR, 1))
     if not source_path or not target_path or PAIR_SEPARATOR in target_path:
-        raise ValueError(f"{spec!r}: expected two files as 'source_path{PAIR_SEPARATOR}target_path'")
+        raise UserError(f"{spec!r}: expected two files as 'source_path{PAIR_SEPARATOR}target_path'")
     sources, targets = _lines(source_path), _lines(target_path)
     if len(sources) != len(targets):
-        raise ValueError(f"line counts differ: {source_path} has {len(sources)} lines, {target_path} has "
+        raise UserError(f"line counts differ: {source_path} has {len(sources)} lines, {target_path} has "
                          f"{len(targets)}; the files must be line-aligned")
     for number, (source, target) in enumerate(zip(sources, targets), start=1):
         _check_text(source, f"{source_path}:{number}", "source line")
@@ -154,14 +155,14 @@ def _read_two_files(spec: str) -> Iterator[TranslationPair]:
 def _local_pairs(cfg: ml_collections.ConfigDict, split: str) -> Iterator[TranslationPair]:
     spec = str(cfg[f"{split}_file"]).strip()
     if not spec:
-        raise ValueError(f"task.{split}_file is empty: give the {split} .tsv/.jsonl file or 'a.src{PAIR_SEPARATOR}"
+        raise UserError(f"task.{split}_file is empty: give the {split} .tsv/.jsonl file or 'a.src{PAIR_SEPARATOR}"
                          f"a.tgt'")
     if PAIR_SEPARATOR in spec:
         return _read_two_files(spec)
     path = os.path.expanduser(spec)
     fmt = _FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown format; the extension must be one of {sorted(_FORMATS)}, or give two "
+        raise UserError(f"{path}: unknown format; the extension must be one of {sorted(_FORMATS)}, or give two "
                          f"line-aligned files as 'a.src{PAIR_SEPARATOR}a.tgt'")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"task.{split}_file not found: {path}")
@@ -183,10 +184,10 @@ def _tfds_pairs(cfg: ml_collections.ConfigDict, split: str) -> Iterator[Translat
     languages = (cfg.source_lang, cfg.target_lang)
     for lang in languages:
         if lang not in features:
-            raise ValueError(f"TFDS dataset {name!r} has no feature {lang!r} (task.source_lang/target_lang); "
+            raise UserError(f"TFDS dataset {name!r} has no feature {lang!r} (task.source_lang/target_lang); "
                              f"available: {sorted(features.keys())}")
         if features[lang].tf_dtype != tf.string or tuple(features[lang].shape) != ():
-            raise ValueError(f"TFDS feature {name}/{lang} is not scalar text ({features[lang].tf_dtype.name})")
+            raise UserError(f"TFDS feature {name}/{lang} is not scalar text ({features[lang].tf_dtype.name})")
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1, try_autocache=False)
     ds = builder.as_dataset(split=split_name, shuffle_files=False, read_config=read_config)
     ds = ds.map(lambda ex: {lang: ex[lang] for lang in languages}).batch(1024)
@@ -213,7 +214,7 @@ def _tfds_pairs(cfg: ml_collections.ConfigDict, split: str) -> Iterator[Translat
 def load_pairs(cfg: ml_collections.ConfigDict, split: str) -> list[TranslationPair]:
     """The pairs of split "train", "eval" or "test" (at most max_train_examples / max_eval_examples)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     validate_translation_config(cfg)
     pairs = _tfds_pairs(cfg, split) if cfg.source == "tfds" else _local_pairs(cfg, split)
     limit = int(cfg.max_train_examples if split == "train" else cfg.max_eval_examples)
@@ -224,7 +225,7 @@ def load_pairs(cfg: ml_collections.ConfigDict, split: str) -> list[TranslationPa
         kept.append(pair)
     if not kept:
         where = cfg.tfds_name if cfg.source == "tfds" else cfg[f"{split}_file"]
-        raise ValueError(f"no translation pairs in the {split} split ({where})")
+        raise UserError(f"no translation pairs in the {split} split ({where})")
     return kept
 
 
@@ -245,7 +246,7 @@ def _fit(ids: list[int], budget: int, pair: TranslationPair, side: str, cfg_key:
     if len(ids) <= budget:
         return ids
     if on_long == "error":
-        raise ValueError(f"{pair.where}: {side} is {len(ids) + 1} tokens with {'EOS' if side == 'source' else 'BOS'}"
+        raise UserError(f"{pair.where}: {side} is {len(ids) + 1} tokens with {'EOS' if side == 'source' else 'BOS'}"
                          f", longer than task.{cfg_key}={budget + 1} (set task.on_long='truncate' to cut it)")
     return ids[:budget]
 

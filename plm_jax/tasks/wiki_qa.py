@@ -12,6 +12,7 @@ import json
 import os
 import re
 
+from plm_jax.errors import UserError
 from plm_jax.files import write_atomic
 from plm_jax.tasks.qa import QAExample
 
@@ -68,7 +69,7 @@ def build_wiki_qa(out_dir: str, *, data_dir: str | None = None, max_per_split: i
     from plm_jax.data.sources import tfds_builder
 
     if max_per_split < 0:
-        raise ValueError(f"max_per_split must be >= 0 (0 = all), got {max_per_split}")
+        raise UserError(f"max_per_split must be >= 0 (0 = all), got {max_per_split}")
     cfg = default_data_config()
     cfg.update({"source": "tfds", "tfds_name": "plm_wiki_offline", "tfds_data_dir": data_dir or ""})
     builder = tfds_builder(cfg)
@@ -89,7 +90,7 @@ def build_wiki_qa(out_dir: str, *, data_dir: str | None = None, max_per_split: i
             if example is not None:
                 examples.append(example)
         if not examples:
-            raise ValueError(f"plm_wiki_offline split {split!r}: none of its {leads} leads opens with "
+            raise UserError(f"plm_wiki_offline split {split!r}: none of its {leads} leads opens with "
                              f"'<Subject> is ...', so {stem}.json would be empty")
         path = os.path.join(out_dir, f"{stem}.json")
         write_atomic(path, json.dumps(_squad_json(examples), ensure_ascii=False, indent=1))

@@ -11,10 +11,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from plm_jax.errors import UserError
 from plm_jax.models import layout
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
     """The checkpoint was written by a model or optimizer of another shape."""
 
 
@@ -104,6 +105,41 @@ class Checkpointer:
             convert = layout.to_scanned if want_layout == "scanned" else layout.to_unscanned
             state = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, abstract_state))(state)
         return state, dict(restored["data"])
+
+    def restore_params(self, step: int, abstract_params: Any) -> Any:
+        """Only the parameters of a checkpoint (a full train state, or parameters alone as in `best/`), onto
+        the shardings of `abstract_params`: inference builds no optimizer and reads no optimizer moments."""
+        where = str(self.directory / str(step))
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointMismatchError(f"checkpoint {where} holds no parameters ({e})") from None
+        saved_shapes = _flat_shapes(saved)
+        in_state = any(name.startswith("params/") for name in saved_shapes) and any(
+            name.startswith("opt_state/") for name in saved_shapes)
+        if in_state:
+            saved_shapes = {k.removeprefix("params/"): v for k, v in saved_shapes.items() if k.startswith("params/")}
+        saved_layout = layout.layout_of(set(saved_shapes))
+        want_layout = layout.layout_of(set(_flat_shapes(abstract_params)))
+        target = abstract_params
+        if saved_layout and want_layout and saved_layout != want_layout:
+            target = (layout.abstract_to_scanned if saved_layout == "scanned" else layout.abstract_to_unscanned)(
+                abstract_params)
+        check_compatible(saved_shapes, target, where)
+        item = {"params": target} if in_state else target
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), item)
+        reader = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(create=False),
+                                       item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+        try:
+            restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=item, restore_args=restore_args, partial_restore=True)))["state"]
+        finally:
+            reader.close()
+        params = restored["params"] if in_state else restored
+        if target is not abstract_params:
+            convert = layout.to_scanned if want_layout == "scanned" else layout.to_unscanned
+            params = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, abstract_params))(params)
+        return params
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

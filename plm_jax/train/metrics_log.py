@@ -55,13 +55,8 @@ class MetricWriter:
                 for k, v in metrics.items():
                     self._tf.summary.scalar(f"{split}/{k}", float(v))
 
-    def plot(self) -> str | None:
-        return plot_curves(self.workdir) if self.enabled else None
-
-    def plot_finetune(self, main_metric: str) -> str | None:
-        """Train/eval loss and the eval split's main metric, against the step."""
-        keys = ("loss", main_metric) if main_metric and main_metric != "loss" else ("loss",)
-        return plot_curves(self.workdir, keys, title="fine-tuning") if self.enabled else None
+    def plot(self, keys: tuple[str, ...] = ("loss", "accuracy"), title: str = "") -> str | None:
+        return plot_curves(self.workdir, keys, title) if self.enabled else None
 
     def flush(self) -> None:
         if self._tb is not None:

