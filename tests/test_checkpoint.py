@@ -23,6 +23,7 @@ def _state(cfg, mesh_shape):
     return abstract, state_lib.init_state(model, tx, dummy_inputs(cfg), shardings, jax.random.key(3))
 
 
+@pytest.mark.slow
 def test_restore_onto_other_meshes(tmp_path):
     _, saved = _state(CFG, (2, 2, 2))
     ckpt = Checkpointer(str(tmp_path), keep=2)

@@ -83,6 +83,7 @@ def test_flops_match_a_hand_count():
     assert mlm_train_flops_per_step(cfg, B, S, P) == 3 * (B * S * 2 * per_layer_token + head)
 
 
+@pytest.mark.slow
 def test_bench_runs_and_reports():
     config = load_config("configs/bench/bert_mini.py")
     config.model.update(vocab_size=512, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64)
@@ -216,6 +217,7 @@ def test_op_profile_maps_trace_events_to_model_code():
     assert "dot_general" in op_profile.format_table(traced)
 
 
+@pytest.mark.slow
 def test_bench_measures_the_input_pipeline(tmp_path):
     from plm_jax.data.tokenizer import train_tokenizer
     from tests.corpus import documents, write_corpus

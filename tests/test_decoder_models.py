@@ -41,6 +41,7 @@ def test_gpt_parameters_are_gpt2_shaped():
     assert set(params["decoder"]["layer_0"]) == {"attention", "attention_layer_norm", "mlp", "mlp_layer_norm"}
 
 
+@pytest.mark.slow
 def test_causal_lm_sees_no_future_and_no_other_document():
     model = CausalLM(GPT)
     params = _params(model, causal_dummy_inputs(GPT, 1, 8))
@@ -57,6 +58,7 @@ def test_causal_lm_sees_no_future_and_no_other_document():
     assert not np.allclose(changed[:, 9:], packed[:, 9:])
 
 
+@pytest.mark.slow
 def test_gpt_cached_decoding_matches_the_full_pass_with_left_padded_prompts():
     model = CausalLM(GPT)
     params = _params(model, causal_dummy_inputs(GPT, 1, 8))
@@ -86,6 +88,7 @@ def _seq2seq_batch():
     return src, src_seg, _pos(9), tgt, jnp.ones((2, 7), jnp.int32), _pos(7)
 
 
+@pytest.mark.slow
 def test_seq2seq_cached_decoding_matches_teacher_forcing():
     model = EncoderDecoder(SEQ2SEQ)
     params = _params(model, seq2seq_dummy_inputs(SEQ2SEQ, 1, 9, 7))
@@ -116,6 +119,7 @@ def test_seq2seq_shares_one_embedding_table_or_keeps_three():
     assert "word_embeddings" in separate["decoder_embeddings"] and "lm_head" in separate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [GPT, SEQ2SEQ], ids=["gpt", "seq2seq"])
 def test_scanned_layers_compute_the_same_function(cfg):
     scan_cfg = dataclasses.replace(cfg, scan_layers=True, remat="full")
@@ -146,6 +150,7 @@ def test_objective_and_architecture_must_agree():
         dataclasses.replace(GPT, architecture="gpt")
 
 
+@pytest.mark.slow
 def test_causal_generation_equals_argmax_over_full_passes_for_prompts_of_different_lengths():
     from plm_jax.models.generation import CausalGenerator
 
@@ -167,6 +172,7 @@ def test_causal_generation_equals_argmax_over_full_passes_for_prompts_of_differe
         assert got[row, :len(want)].tolist() == want
 
 
+@pytest.mark.slow
 def test_translation_beam_search_split_over_the_data_axes_gives_the_same_tokens():
     from plm_jax.models.generation import Seq2SeqGenerator
     from plm_jax.parallel import sharding

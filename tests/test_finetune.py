@@ -45,6 +45,7 @@ def trained(task_files):
     return workdir, train(tiny_config(task_files), workdir)
 
 
+@pytest.mark.slow
 def test_a_tiny_task_is_learned_and_the_best_epoch_kept(trained):
     workdir, results = trained
     best = results["best"]
@@ -61,6 +62,7 @@ def test_a_tiny_task_is_learned_and_the_best_epoch_kept(trained):
     np.testing.assert_allclose(again["loss"], best["metrics"]["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_labels_new_texts(trained, tmp_path):
     workdir, _ = trained
     texts = ["the happy cat sees the dog near the river because the cat is old .",
@@ -72,6 +74,7 @@ def test_predict_labels_new_texts(trained, tmp_path):
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
 
 
+@pytest.mark.slow
 def test_resume_after_sigterm_equals_an_uninterrupted_run(trained, task_files, monkeypatch):
     workdir, results = trained
     resumed = str(task_files / "resumed")
@@ -91,6 +94,7 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(trained, task_files, m
     assert tree_equal(load(workdir).params, load(resumed).params)
 
 
+@pytest.mark.slow
 def test_a_work_directory_refuses_another_task(trained, task_files):
     workdir, _ = trained
     config = tiny_config(task_files)

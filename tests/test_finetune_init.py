@@ -143,6 +143,7 @@ def test_init_by_hub_id_reads_the_hub_cache_and_names_an_unreachable_hub(files, 
         starting_point.resolve(cls_config(files, init="tiny-org/missing-bert"))
 
 
+@pytest.mark.slow
 def test_hf_start_equals_transformers(files, hf_dir, hf_run):
     path, model = hf_dir
     sp = starting_point.resolve(cls_config(files, init=path))
@@ -177,6 +178,7 @@ def test_hf_start_equals_transformers(files, hf_dir, hf_run):
     assert 0 < moved < 3e-3, moved
 
 
+@pytest.mark.slow
 def test_export_hf_loads_in_transformers_with_the_same_logits(hf_run, tmp_path):
     workdir, _, _ = hf_run
     out = str(tmp_path / "exported")
@@ -269,6 +271,7 @@ def test_graft_from_a_pretraining_run(files, pretrained, monkeypatch):
     assert n_random >= 2 + 6 * model_cfg.num_layers  # word/position tables, q/k/v/out/wi/wo kernels per layer
 
 
+@pytest.mark.slow
 def test_export_pretraining_run_matches_transformers_mlm(pretrained, tmp_path):
     out = str(tmp_path / "mlm")
     inference.export_hf(pretrained, out)
@@ -516,6 +519,7 @@ def test_cli_finetune_evaluate_predict_and_errors(files, tmp_path):
 # --- 6. bad input is named ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bad_starting_points_are_named(files, hf_dir, hf_run, tmp_path):
     roberta = tmp_path / "roberta"
     roberta.mkdir()

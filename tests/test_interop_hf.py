@@ -342,6 +342,7 @@ def minilm() -> str:
         pytest.skip(str(e))
 
 
+@pytest.mark.slow
 def test_minilm_parity(minilm):
     from plm_jax.data.text_tokenizer import WordPieceTextTokenizer
 

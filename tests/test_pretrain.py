@@ -90,6 +90,7 @@ def _final_state(workdir, corpus, step=STEPS):
     return state, data
 
 
+@pytest.mark.slow
 def test_loss_falls_and_outputs_are_written(uninterrupted):
     workdir, results = uninterrupted
     start, end = results["eval_at_start"], results["eval_at_end"]
@@ -162,6 +163,7 @@ def test_cli_errors_are_one_line(setup, tmp_path):
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
+@pytest.mark.slow
 def test_bad_input_is_named_and_nothing_is_lost(setup, uninterrupted, tmp_path):
     _, corpus, _ = setup
 

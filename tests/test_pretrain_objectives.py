@@ -57,6 +57,7 @@ def test_objective_learns_and_resumes_exactly(objective, corpus, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, *trees)
 
 
+@pytest.mark.slow
 def test_compile_only_knows_every_objective(corpus):
     for objective in ("causal_lm", "span_corruption"):
         report = compile_only(tiny(objective, corpus))

@@ -70,6 +70,7 @@ def single_device():
     return _run((1, 1, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 4, 1), (2, 2, 2)])
 def test_sharded_step_equals_single_device(single_device, mesh_shape):
     assert jax.device_count() == 8
@@ -115,6 +116,7 @@ def test_a_strategy_refuses_sizes_on_axes_it_does_not_use():
         sharding.mesh_shape({"data": -1, "fsdp": 1, "tensor": 1, "strategy": "zero3"}, 8)
 
 
+@pytest.mark.slow
 def test_activations_are_pinned_by_their_logical_names_only_when_the_rules_name_them():
     def constraints(rules, mesh_shape=(2, 2, 2)):
         state, train, data_sharding = make_train(CFG, mesh_shape, rules=rules)

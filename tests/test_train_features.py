@@ -21,6 +21,7 @@ def _one_step(cfg: TransformerConfig, accum_steps: int, mesh_shape=(1, 1, 1)):
     return metrics, state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accum_steps,mesh_shape", [(4, (1, 1, 1)), (2, (2, 2, 2))])
 def test_gradient_accumulation_equals_one_big_batch(accum_steps, mesh_shape):
     cfg = TransformerConfig(**{**CFG.to_dict(), "dropout_rate": 0.0, "attention_dropout_rate": 0.0})
@@ -37,6 +38,7 @@ def no_remat_step():
     return _one_step(CFG, 1)  # dropout on: remat must replay the same masks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
 def test_remat_policies_give_the_same_update(policy, no_remat_step):
     ref_metrics, ref_state = no_remat_step
@@ -63,6 +65,7 @@ def test_bad_accumulation_and_policy_are_named():
         validate(config)
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_fp32_parameters_and_loss():
     cfg = TransformerConfig(**{**CFG.to_dict(), "dropout_rate": 0.0, "attention_dropout_rate": 0.0})
     ref_metrics, _ = _one_step(cfg, 1)
@@ -77,6 +80,7 @@ def _per_device_bytes(abstract_state) -> int:
                for x in jax.tree.leaves(abstract_state))
 
 
+@pytest.mark.slow
 def test_fsdp_divides_state_bytes_and_compile_only_reports_memory():
     from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.perf.compile_only import compile_only
@@ -98,6 +102,7 @@ def test_fsdp_divides_state_bytes_and_compile_only_reports_memory():
     assert report["argument_size"] > 0 and report["estimated_peak_bytes_per_device"] > 0
 
 
+@pytest.mark.slow
 def test_scanned_layers_match_unscanned_and_checkpoints_restore_into_the_other_layout(tmp_path):
     from plm_jax.models import layout
     from plm_jax.train.checkpoint import Checkpointer
@@ -136,6 +141,7 @@ def test_scanned_layers_match_unscanned_and_checkpoints_restore_into_the_other_l
             assert got.sharding == target.sharding
 
 
+@pytest.mark.slow
 def test_bf16_norm_outputs_carry_a_bf16_residual_stream_and_train_alike():
     from plm_jax.models.layers import EncoderLayer, attention_mask
 

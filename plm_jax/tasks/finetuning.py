@@ -50,6 +50,7 @@ class FinetuneTask(Task):
     input_keys: tuple[str, ...] = ()  # batch fields the model reads
     target_keys: tuple[str, ...] = ()  # batch fields the loss reads
     default_main_metric = "loss"
+    workdir = ""  # the run directory while training (prepare); "" when a finished run is loaded
 
     def __init__(self, config: ml_collections.ConfigDict, info: ModelInfo, tokenizer: TextTokenizer,
                  start: StartingPoint | None = None, splits: dict[str, Split] | None = None):
@@ -176,6 +177,7 @@ class FinetuneTask(Task):
 
     # ------------------------------------------------------------ the run
     def prepare(self, workdir: str) -> None:
+        self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         run = RunDir(workdir)
         tokenizer_file = run.copy_tokenizer(self.tokenizer)

@@ -159,12 +159,6 @@ class TranslationTask(FinetuneTask):
             write_atomic(os.path.join(self.workdir, "test_translations.txt"), "".join(h + "\n" for h in hyps))
         return metrics
 
-    def prepare(self, workdir: str) -> None:
-        super().prepare(workdir)
-        self.workdir = workdir
-
-    workdir: str = ""
-
     def predict_file(self, params: Any, steps: Steps, input_path: str, output_path: str) -> int:
         """Translates every line of a UTF-8 text file (one sentence per line), line for line."""
         if not os.path.isfile(input_path):
