@@ -192,12 +192,12 @@ def finetune_command(f: flags.FlagValues) -> None:
          config=True, usage="--config=FILE --output=FILE")
 def tokenizer_command(f: flags.FlagValues) -> None:
     from plm_jax.data.tokenizer import train_tokenizer
-    from plm_jax.data.tokenizer_corpus import tokenizer_corpus
+    from plm_jax.tasks import task_class, task_name
 
     output = _require(f.output, "output", "tokenizer")
     if os.path.exists(output) and not f.overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")
-    docs, pieces = tokenizer_corpus(f.config)
+    docs, pieces = task_class(task_name(f.config)).tokenizer_text(f.config)
     tok = train_tokenizer(docs, pieces, output, seed=f.config.seed, overwrite=f.overwrite)
     print(f"wrote {output}: {tok.vocab_size} pieces")
 
@@ -250,9 +250,8 @@ def predict_command(f: flags.FlagValues) -> None:
 
     workdir = _require(f.workdir, "workdir", "predict")
     output, input_path = _require(f.output, "output", "predict"), _require(f.input, "input", "predict")
-    what = "translations" if inference.run_kind(workdir) == "translation" else "predictions"
     n = inference.predict(workdir, input_path, output)
-    print(f"wrote {n} {what} to {output}")
+    print(f"wrote {n} predictions to {output}")
 
 
 @command("generate", "Continue each line of a text file with a causal-LM pretraining run (JSONL samples).",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from plm_jax.errors import UserError
@@ -41,3 +42,8 @@ def json_objects(lines: Iterable[str], where_of: Callable[[int], str]) -> Iterat
         if not isinstance(record, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, record
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """Where plm_jax caches what it fetches (wheels, MiniLM): `cache_dir`, $PLM_CACHE_DIR or ~/.cache/plm_jax."""
+    return Path(cache_dir or os.environ.get("PLM_CACHE_DIR") or Path.home() / ".cache" / "plm_jax").expanduser()

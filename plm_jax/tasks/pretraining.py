@@ -56,6 +56,13 @@ class PretrainingTask(Task):
     def describe(self) -> str:
         return f"{self.name} pretraining"
 
+    @classmethod
+    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
+        """The train split of config.data (at most data.tokenizer_max_docs documents), less the sentinels."""
+        from plm_jax.data import sources
+
+        return sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs), tokenizer_pieces(config)
+
     def batch_shapes(self, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         return self.objective.batch_shapes(self.config.data, batch_size)
 

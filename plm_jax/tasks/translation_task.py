@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -65,6 +66,11 @@ class TranslationTask(FinetuneTask):
         if train.batch_size % (train.grad_accum_steps * jax.process_count()):
             raise UserError(f"train.batch_size={train.batch_size} does not split into {jax.process_count()} "
                              f"processes x train.grad_accum_steps={train.grad_accum_steps} microbatches")
+
+    @classmethod
+    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
+        """One vocabulary for both languages: the training text of each side, model.vocab_size pieces."""
+        return translation.iter_tokenizer_text(config.task), int(config.model.vocab_size)
 
     @classmethod
     def starting_point(cls, config: Any) -> StartingPoint:

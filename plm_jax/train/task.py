@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 
 Batch = dict[str, Any]
@@ -79,6 +80,12 @@ class Task:
         return {}
 
     # ------------------------------------------------------------ the run
+    @classmethod
+    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
+        """(documents, pieces) that `launch.py tokenizer` trains this task's SentencePiece model on."""
+        raise UserError(f"`tokenizer` trains on a pretraining corpus or translation pairs; a {cls.name or 'this'} "
+                        "config has neither (give the fine-tune --init or --config.tokenizer)")
+
     def describe(self) -> str:
         """One line for the log: what trains on what."""
         return self.name

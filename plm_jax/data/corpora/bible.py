@@ -137,7 +137,7 @@ def build_bible_pairs(output_dir: str | os.PathLike, source_version: str = "k", 
     TSV: `source<TAB>target` lines; JSONL: {"<source lang>": ..., "<target lang>": ..., "ref": "b.c.v"}. Both
     load with plm_jax.tasks.translation (source_lang / target_lang set to the two languages).
     """
-    from plm_jax.interop.packaged import cache_root
+    from plm_jax.files import cache_root
 
     _check_version(source_version, "source")
     _check_version(target_version, "target")
