@@ -61,15 +61,6 @@ class ClassificationTask(FinetuneTask):
     def dummy_inputs(self) -> dict[str, Any]:
         return finetune_dummy_inputs(self.model_cfg, 1, int(self.config.task.seq_len))
 
-    def configured_splits(self) -> tuple[str, ...]:
-        task = self.config.task
-        names = ["train"]
-        if task.eval_split or task.eval_file:
-            names.append("eval")
-        if task.test_split or task.test_file:
-            names.append("test")
-        return tuple(names)
-
     def load_split(self, name: str) -> Split:
         task = self.config.task
         if task.seq_len > self.model_cfg.max_len:

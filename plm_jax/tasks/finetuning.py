@@ -101,8 +101,13 @@ class FinetuneTask(Task):
         raise NotImplementedError
 
     def configured_splits(self) -> tuple[str, ...]:
-        """The splits the task config names (train always)."""
-        raise NotImplementedError
+        """train, then eval and test where the task config names a file, or a split of a TFDS source."""
+        task = self.config.task
+        names = ["train"]
+        for split in ("eval", "test"):
+            if task.get(f"{split}_file") or (task.get("source") == "tfds" and task.get(f"{split}_split")):
+                names.append(split)
+        return tuple(names)
 
     def score(self, split: Split, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         """Metrics from the model's outputs on every row of a split."""

@@ -50,15 +50,6 @@ class QATask(FinetuneTask):
     def dummy_inputs(self) -> dict[str, Any]:
         return finetune_dummy_inputs(self.model_cfg, 1, int(self.config.task.seq_len))
 
-    def configured_splits(self) -> tuple[str, ...]:
-        task = self.config.task
-        names = ["train"]
-        if task.eval_split or task.eval_file:
-            names.append("eval")
-        if task.test_split or task.test_file:
-            names.append("test")
-        return tuple(names)
-
     def _examples(self, split: str) -> list[qa.QAExample]:
         task = self.config.task
         if task.source == "local":

@@ -43,14 +43,6 @@ class TaggingTask(FinetuneTask):
     def dummy_inputs(self) -> dict[str, Any]:
         return finetune_dummy_inputs(self.model_cfg, 1, int(self.config.task.seq_len))
 
-    def configured_splits(self) -> tuple[str, ...]:
-        task = self.config.task
-        names = ["train"]
-        for split in ("eval", "test"):
-            if task[f"{split}_file"] or (task.source == "tfds" and task[f"{split}_split"]):
-                names.append(split)
-        return tuple(names)
-
     def load_split(self, name: str) -> Split:
         task = self.config.task
         if task.seq_len > self.model_cfg.max_len:

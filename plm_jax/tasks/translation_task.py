@@ -95,14 +95,6 @@ class TranslationTask(FinetuneTask):
         task = self.config.task
         return seq2seq_dummy_inputs(self.model_cfg, 1, int(task.max_source_len), int(task.max_target_len))
 
-    def configured_splits(self) -> tuple[str, ...]:
-        task = self.config.task
-        names = ["train"]
-        for split in ("eval", "test"):
-            if task[f"{split}_file"] or (task.source == "tfds" and task[f"{split}_split"]):
-                names.append(split)
-        return tuple(names)
-
     def load_split(self, name: str) -> Split:
         task = self.config.task
         pairs = translation.load_pairs(task, name)
