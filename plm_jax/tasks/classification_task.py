@@ -63,8 +63,6 @@ class ClassificationTask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        if task.seq_len > self.model_cfg.max_len:
-            raise UserError(f"task.seq_len={task.seq_len} exceeds the model's max_len={self.model_cfg.max_len}")
         labeled = classification.load_split(task, name)
         arrays = classification.encode(labeled.examples, self.tokenizer, task.seq_len)
         skipped = {k: v for k, v in labeled.skipped.items() if v}

@@ -59,6 +59,9 @@ class FinetuneTask(Task):
         self.config, self.info, self.tokenizer, self.start = config, info, tokenizer, start
         self.name = info.kind
         self.model_cfg = info.model_cfg
+        seq_len = int(config.task.get("seq_len", 0))
+        if seq_len > self.model_cfg.max_len:
+            raise UserError(f"task.seq_len={seq_len} exceeds the model's max_len={self.model_cfg.max_len}")
         self.model = self.build_model()
         self.init_inputs = self.dummy_inputs()
         self.main_metric = config.task.get("main_metric", "") or self.default_main_metric
@@ -186,10 +189,7 @@ class FinetuneTask(Task):
         os.makedirs(workdir, exist_ok=True)
         run = RunDir(workdir)
         tokenizer_file = run.copy_tokenizer(self.tokenizer)
-        if jax.process_index() == 0:  # a resume rewrites the same content
-            from plm_jax.files import write_atomic
-
-            write_atomic(run.file("config.json"), json.dumps(json.loads(self.config.to_json_best_effort()), indent=2))
+        run.write_config(json.loads(self.config.to_json_best_effort()), replace=True)
         run.write_model_info(dataclasses.replace(self.info, tokenizer_path=tokenizer_file))
 
     def initial_params(self, params: Any, param_shardings: Any) -> Any:

@@ -70,8 +70,6 @@ class QATask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        if task.seq_len > self.model_cfg.max_len:
-            raise UserError(f"task.seq_len={task.seq_len} exceeds the model's max_len={self.model_cfg.max_len}")
         examples = self._examples(name)
         features = self.features(examples)
         arrays = {k: getattr(features, k) for k in (*INPUT_KEYS, *self.target_keys)}

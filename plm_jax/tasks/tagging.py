@@ -13,7 +13,6 @@ carries the label (the others get weight 0); words past `task.seq_len` are cut a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import numpy as np
 
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
+from plm_jax.files import json_objects
 from plm_jax.tasks.classification import _decode
 
 log = logging.getLogger("plm_jax")
@@ -100,31 +100,25 @@ def read_conll(path: str, tag_column: int = -1, labeled: bool = True) -> list[Ta
 
 def read_jsonl(path: str, cfg: ml_collections.ConfigDict, labeled: bool = True) -> list[TaggedSentence]:
     sentences = []
-    for n, line in enumerate(_decode(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+    for where, obj in json_objects(_decode(path).splitlines(), lambda n: f"{path}:{n}"):
         words = obj.get(cfg.tokens_field)
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise UserError(f"{path}:{n}: {cfg.tokens_field!r} must be a list of strings")
+            raise UserError(f"{where}: {cfg.tokens_field!r} must be a list of strings")
         tags: list[str] = []
         if labeled:
             raw = obj.get(cfg.tags_field)
             if not isinstance(raw, list) or len(raw) != len(words):
-                raise UserError(f"{path}:{n}: {cfg.tags_field!r} must be a list with one tag per token "
+                raise UserError(f"{where}: {cfg.tags_field!r} must be a list with one tag per token "
                                 f"({len(words)} tokens)")
             names = tuple(cfg.label_names)
             for tag in raw:
                 if isinstance(tag, int) and not isinstance(tag, bool):
                     if not 0 <= tag < len(names):
-                        raise UserError(f"{path}:{n}: tag index {tag} needs task.label_names (it has {len(names)})")
+                        raise UserError(f"{where}: tag index {tag} needs task.label_names (it has {len(names)})")
                     tag = names[tag]
                 tags.append(str(tag))
         if words:
-            sentences.append(TaggedSentence(tuple(words), tuple(tags), f"{path}:{n}"))
+            sentences.append(TaggedSentence(tuple(words), tuple(tags), where))
     return sentences
 
 

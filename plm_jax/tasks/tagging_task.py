@@ -45,8 +45,6 @@ class TaggingTask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        if task.seq_len > self.model_cfg.max_len:
-            raise UserError(f"task.seq_len={task.seq_len} exceeds the model's max_len={self.model_cfg.max_len}")
         sentences, tfds_names = tagging.load_sentences(task, name)
         names = self.info.label_names or tagging.label_names_of(task, sentences, tfds_names)
         arrays = tagging.encode(sentences, self.tokenizer, int(task.seq_len), names)

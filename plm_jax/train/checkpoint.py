@@ -49,6 +49,19 @@ def check_compatible(saved_shapes: dict[str, tuple], abstract: Any, where: str) 
         raise CheckpointMismatchError(f"checkpoint {where} does not match the configured model: " + "; ".join(parts))
 
 
+def _in_saved_layout(saved_shapes: dict[str, tuple], abstract: Any) -> tuple[Any, Any]:
+    """`abstract` in the checkpoint's layer layout (scanned or not), and the function that brings the restored
+    tree back to `abstract`'s layout and shardings (None when the layouts already agree)."""
+    saved_layout = layout.layout_of(set(saved_shapes))
+    want_layout = layout.layout_of(set(_flat_shapes(abstract)))
+    if not (saved_layout and want_layout and saved_layout != want_layout):
+        return abstract, None
+    to_saved = layout.abstract_to_scanned if saved_layout == "scanned" else layout.abstract_to_unscanned
+    convert = layout.to_scanned if want_layout == "scanned" else layout.to_unscanned
+    shardings = jax.tree.map(lambda x: x.sharding, abstract)
+    return to_saved(abstract), lambda tree: jax.jit(convert, out_shardings=shardings)(tree)
+
+
 class Checkpointer:
     """`CheckpointManager` with two items per step: `state` (arrays) and `data` (the input position, JSON)."""
 
@@ -84,47 +97,24 @@ class Checkpointer:
         A checkpoint written with the other `model.scan_layers` is read in its own layout and converted (the
         parameters and every optimizer tree that mirrors them), so switching scan on or off resumes a run.
         """
-        where = str(self.directory / str(step))
-        try:
-            saved = self.manager.item_metadata(step)["state"]
-        except (KeyError, TypeError) as e:
-            raise CheckpointMismatchError(f"checkpoint {where} holds no train state ({e})") from None
-        saved_shapes = _flat_shapes(saved)
-        saved_layout = layout.layout_of(set(saved_shapes))
-        want_layout = layout.layout_of(set(_flat_shapes(abstract_state)))
-        target = abstract_state
-        if saved_layout and want_layout and saved_layout != want_layout:
-            to_saved = layout.abstract_to_scanned if saved_layout == "scanned" else layout.abstract_to_unscanned
-            target = to_saved(abstract_state)
+        where, saved_shapes = self._saved_shapes(step, "train state")
+        target, convert_back = _in_saved_layout(saved_shapes, abstract_state)
         check_compatible(saved_shapes, target, where)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
         )
-        state = restored["state"]
-        if target is not abstract_state:
-            convert = layout.to_scanned if want_layout == "scanned" else layout.to_unscanned
-            state = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, abstract_state))(state)
+        state = restored["state"] if convert_back is None else convert_back(restored["state"])
         return state, dict(restored["data"])
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
         """Only the parameters of a checkpoint (a full train state, or parameters alone as in `best/`), onto
         the shardings of `abstract_params`: inference builds no optimizer and reads no optimizer moments."""
-        where = str(self.directory / str(step))
-        try:
-            saved = self.manager.item_metadata(step)["state"]
-        except (KeyError, TypeError) as e:
-            raise CheckpointMismatchError(f"checkpoint {where} holds no parameters ({e})") from None
-        saved_shapes = _flat_shapes(saved)
+        where, saved_shapes = self._saved_shapes(step, "parameters")
         in_state = any(name.startswith("params/") for name in saved_shapes) and any(
             name.startswith("opt_state/") for name in saved_shapes)
         if in_state:
             saved_shapes = {k.removeprefix("params/"): v for k, v in saved_shapes.items() if k.startswith("params/")}
-        saved_layout = layout.layout_of(set(saved_shapes))
-        want_layout = layout.layout_of(set(_flat_shapes(abstract_params)))
-        target = abstract_params
-        if saved_layout and want_layout and saved_layout != want_layout:
-            target = (layout.abstract_to_scanned if saved_layout == "scanned" else layout.abstract_to_unscanned)(
-                abstract_params)
+        target, convert_back = _in_saved_layout(saved_shapes, abstract_params)
         check_compatible(saved_shapes, target, where)
         item = {"params": target} if in_state else target
         restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), item)
@@ -136,10 +126,16 @@ class Checkpointer:
         finally:
             reader.close()
         params = restored["params"] if in_state else restored
-        if target is not abstract_params:
-            convert = layout.to_scanned if want_layout == "scanned" else layout.to_unscanned
-            params = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, abstract_params))(params)
-        return params
+        return params if convert_back is None else convert_back(params)
+
+    def _saved_shapes(self, step: int, what: str) -> tuple[str, dict[str, tuple]]:
+        """(the step's path, its saved arrays' shapes by flat name), from the checkpoint's metadata alone."""
+        where = str(self.directory / str(step))
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointMismatchError(f"checkpoint {where} holds no {what} ({e})") from None
+        return where, _flat_shapes(saved)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -68,9 +68,10 @@ class RunDir:
         defaults.update(ml_collections.ConfigDict(saved))
         return defaults
 
-    def write_config(self, resolved: dict[str, Any]) -> None:
-        """Process 0 writes; a file that is already there is kept (a resume checked it against the config)."""
-        if jax.process_index() == 0 and not os.path.exists(self.file(CONFIG_FILE)):
+    def write_config(self, resolved: dict[str, Any], replace: bool = False) -> None:
+        """Process 0 writes; a file that is already there is kept unless `replace` (a resume checked it against the
+        config; a fine-tune's resume may change how it reports, and the file says so)."""
+        if jax.process_index() == 0 and (replace or not os.path.exists(self.file(CONFIG_FILE))):
             write_atomic(self.file(CONFIG_FILE), json.dumps(resolved, indent=2))
 
     def is_finetune(self) -> bool:
