@@ -119,6 +119,8 @@ def finetune_config() -> ml_collections.ConfigDict:
             eval_batch_size=64,
             grad_accum_steps=1,
             epochs=3,
+            min_steps=0,  # > 0: more epochs until the run takes this many steps (small subsets, learning curves)
+            max_evals=0,  # > 0: evaluate (and keep best/) about this many times, not every epoch; always at the end
             lr=5e-5,
             warmup_frac=0.1,  # of all steps
             decay="linear",

@@ -24,6 +24,7 @@ import numpy as np
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
 from plm_jax.files import json_objects
+from plm_jax.tasks import subsets
 
 KINDS = ("classification", "regression", "qa")
 SOURCES = ("tfds", "local")
@@ -43,7 +44,7 @@ def default_task_config() -> ml_collections.ConfigDict:
         "text_a": "sentence", "text_b": "", "label": "label",  # feature / column names; text_b "" = single sentences
         "label_names": (),  # () = the TFDS ClassLabel names, else the sorted distinct labels of the train split
         "exclude_labels": (),  # classes dropped; their examples are skipped and counted
-        "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else the first N; max_eval_examples: eval, test
+        "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N drawn by the seed, stratified (subsets.py)
         "seq_len": 128,
         "doc_stride": 128, "max_query_len": 64, "max_answer_len": 30, "n_best": 20,  # qa only
         "version_2": False, "null_threshold": 0.0,  # qa only
@@ -294,8 +295,9 @@ def _target(row: _Row) -> float:
     return target
 
 
-def load_split(task_cfg: ml_collections.ConfigDict, split: str) -> LabeledSet:
-    """The examples of split "train", "eval" or "test", labels as indices into label_names (or floats)."""
+def load_split(task_cfg: ml_collections.ConfigDict, split: str, seed: int = 0) -> LabeledSet:
+    """The examples of split "train", "eval" or "test", labels as indices into label_names (or floats); with
+    max_train_examples / max_eval_examples, a stratified subset drawn by `seed` (tasks/subsets.py)."""
     if split not in SPLITS:
         raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     validate_task_config(task_cfg)
@@ -320,8 +322,6 @@ def load_split(task_cfg: ml_collections.ConfigDict, split: str) -> LabeledSet:
     kept: list[tuple[_Row, int | float | None]] = []
     skipped: Counter[str] = Counter()
     for row in rows:
-        if limit and len(kept) >= limit:
-            break
         if not _has_text(row):
             skipped["empty_text"] += 1
             continue
@@ -346,6 +346,8 @@ def load_split(task_cfg: ml_collections.ConfigDict, split: str) -> LabeledSet:
         raise UserError(f"{unlabeled[0].where}: no label (-1) in a labeled split; {len(unlabeled)} such examples")
     else:
         examples = [TextExample(r.text_a, r.text_b, y) for r, y in kept]
+    labels = None if regression else [e.label for e in examples]
+    examples = subsets.take(examples, limit, subsets.split_seed(split, seed), labels)
     return LabeledSet(examples, label_names, dict(skipped), source)
 
 

@@ -63,12 +63,29 @@ class ClassificationTask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        labeled = classification.load_split(task, name)
+        labeled = classification.load_split(task, name, int(self.config.seed))
         arrays = classification.encode(labeled.examples, self.tokenizer, task.seq_len)
         skipped = {k: v for k, v in labeled.skipped.items() if v}
+        counts = classification.label_counts(labeled)
         log.info("task %s: %d examples from %s%s; %s", name, len(labeled.examples), labeled.source,
-                 f" (skipped {skipped})" if skipped else "", classification.label_counts(labeled))
+                 f" (skipped {skipped})" if skipped else "", counts)
+        missing = [label for label, n in counts.items() if n == 0 and label != "unlabeled"]
+        if name == "train" and missing:
+            log.warning("task train: no training example of class %s (of %s); the model cannot learn %s",
+                        ", ".join(map(repr, missing)), list(labeled.label_names), "it" if len(missing) == 1 else
+                        "them")
         return Split(name, arrays, extra=tuple(labeled.label_names))
+
+    def results(self) -> dict[str, Any]:
+        """Adds the examples per class of every split the run used (in label order)."""
+        out = super().results()
+        if not self.regression:
+            names = self.info.label_names
+            out["label_counts"] = {
+                name: dict(zip(names, np.bincount(split.arrays["labels"][split.arrays["labels"] >= 0],
+                                                  minlength=len(names)).tolist()))
+                for name, split in self.splits.items()}
+        return out
 
     def label_names(self, train: Split) -> tuple[str, ...]:
         return train.extra

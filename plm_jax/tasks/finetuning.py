@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -75,8 +76,11 @@ class FinetuneTask(Task):
                 raise UserError(f"the train split holds {n_train} examples, fewer than "
                                  f"train.batch_size={batch_size}")
             steps_per_epoch = n_train // batch_size  # the remainder of each epoch's permutation is left out
-            total = steps_per_epoch * int(train.epochs)
-            self.schedule = Schedule(total_steps=total, eval_every=steps_per_epoch, log_every=int(train.log_every),
+            epochs = training_epochs(int(train.epochs), steps_per_epoch, int(train.get("min_steps", 0)))
+            total = steps_per_epoch * epochs
+            max_evals = int(train.get("max_evals", 0))
+            eval_every = steps_per_epoch * (math.ceil(epochs / max_evals) if max_evals else 1)
+            self.schedule = Schedule(total_steps=total, eval_every=eval_every, log_every=int(train.log_every),
                                      checkpoint_every=int(train.checkpoint_every), steps_per_epoch=steps_per_epoch,
                                      eval_at_start=bool(train.get("eval_at_start", False)))
             self.optimizer_config = ml_collections.ConfigDict(
@@ -144,6 +148,9 @@ class FinetuneTask(Task):
                 raise UserError(f"train.{key} must be positive, got {train[key]}")
         if not 0.0 <= train.warmup_frac <= 1.0:
             raise UserError(f"train.warmup_frac={train.warmup_frac} must be in [0, 1]")
+        for key in ("min_steps", "max_evals"):
+            if int(train.get(key, 0)) < 0:
+                raise UserError(f"train.{key} must be 0 (off) or positive, got {train[key]}")
         for key in ("batch_size", "eval_batch_size"):
             if train[key] % jax.process_count():
                 raise UserError(f"train.{key}={train[key]} does not split over {jax.process_count()} processes")
@@ -271,6 +278,12 @@ def check_workdir(config: Any, workdir: str) -> None:
         if was != now:
             raise UserError(f"{workdir} holds a fine-tune with another {key} (saved {was!r}, now {now!r}); "
                              "use a new --workdir")
+
+
+def training_epochs(epochs: int, steps_per_epoch: int, min_steps: int) -> int:
+    """train.epochs, raised until the run takes at least train.min_steps steps: a 100-example subset gets as many
+    updates as the few-sample fine-tuning literature asks for (Mosbach et al., 2021; Zhang et al., 2021)."""
+    return max(epochs, math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else epochs
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

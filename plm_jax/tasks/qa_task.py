@@ -18,7 +18,7 @@ from plm_jax.errors import UserError
 from plm_jax.evaluate.squad import squad_metrics
 from plm_jax.files import write_atomic
 from plm_jax.models.heads import BertForQuestionAnswering, finetune_dummy_inputs, needs_encoder
-from plm_jax.tasks import qa
+from plm_jax.tasks import qa, subsets
 from plm_jax.tasks.classification_task import INPUT_KEYS, cross_entropy, encoder_forward
 from plm_jax.tasks.finetuning import FinetuneTask, Split
 from plm_jax.tasks.qa_postprocess import postprocess
@@ -61,7 +61,7 @@ class QATask(FinetuneTask):
             name = {"train": task.train_split, "eval": task.eval_split, "test": task.test_split}[split]
             examples = qa.load_squad_tfds(task.tfds_name, name, task.tfds_data_dir or None)
         limit = int(task.max_train_examples if split == "train" else task.max_eval_examples)
-        return examples[:limit] if limit else examples
+        return subsets.take(examples, limit, subsets.split_seed(split, int(self.config.seed)))
 
     def features(self, examples: list[qa.QAExample]) -> qa.QAFeatures:
         task = self.config.task

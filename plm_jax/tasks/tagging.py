@@ -23,6 +23,7 @@ import numpy as np
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
 from plm_jax.files import json_objects
+from plm_jax.tasks import subsets
 from plm_jax.tasks.classification import _decode
 
 log = logging.getLogger("plm_jax")
@@ -41,7 +42,7 @@ def default_tagging_config() -> ml_collections.ConfigDict:
         "tokens_field": "tokens", "tags_field": "tags",  # JSONL field names; TFDS feature names
         "tag_column": -1,  # CoNLL: the column holding the tag
         "label_names": (),  # () = the TFDS ClassLabel names, else the sorted tags of the train split
-        "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else the first N sentences
+        "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N sentences drawn by the seed
         "seq_len": 128,
         "main_metric": "",  # "" = entity-level f1
         "classifier_dropout": -1.0,  # < 0: the model's dropout_rate, as Hugging Face
@@ -157,8 +158,10 @@ def _tfds_sentences(cfg: ml_collections.ConfigDict, split: str) -> tuple[list[Ta
     return sentences, names
 
 
-def load_sentences(cfg: ml_collections.ConfigDict, split: str) -> tuple[list[TaggedSentence], tuple[str, ...]]:
-    """Sentences of split "train"/"eval"/"test" and the TFDS tag names (empty for local files)."""
+def load_sentences(cfg: ml_collections.ConfigDict, split: str, seed: int = 0
+                   ) -> tuple[list[TaggedSentence], tuple[str, ...]]:
+    """Sentences of split "train"/"eval"/"test" (a subset drawn by `seed` under max_*_examples) and the TFDS tag
+    names (empty for local files)."""
     validate_tagging_config(cfg)
     if cfg.source == "tfds":
         sentences, names = _tfds_sentences(cfg, split)
@@ -170,7 +173,7 @@ def load_sentences(cfg: ml_collections.ConfigDict, split: str) -> tuple[list[Tag
     if not sentences:
         raise UserError(f"task {split} split: no sentences")
     limit = int(cfg.max_train_examples if split == "train" else cfg.max_eval_examples)
-    return (sentences[:limit] if limit else sentences), names
+    return subsets.take(sentences, limit, subsets.split_seed(split, seed)), names
 
 
 def label_names_of(cfg: ml_collections.ConfigDict, train: Sequence[TaggedSentence],

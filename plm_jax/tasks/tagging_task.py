@@ -45,7 +45,7 @@ class TaggingTask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        sentences, tfds_names = tagging.load_sentences(task, name)
+        sentences, tfds_names = tagging.load_sentences(task, name, int(self.config.seed))
         names = self.info.label_names or tagging.label_names_of(task, sentences, tfds_names)
         arrays = tagging.encode(sentences, self.tokenizer, int(task.seq_len), names)
         log.info("task %s: %d sentences, %d tagged words, %d tags", name, len(sentences),

@@ -24,6 +24,7 @@ import numpy as np
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
 from plm_jax.files import json_objects
+from plm_jax.tasks import subsets
 from plm_jax.tasks.classification import SOURCES, SPLITS, _decode
 
 ON_LONG = ("truncate", "error")
@@ -44,7 +45,7 @@ def default_translation_config() -> ml_collections.ConfigDict:
         "source_field": "", "target_field": "",  # JSONL field names; "" = source_lang / target_lang
         "max_source_len": 128, "max_target_len": 128,  # tokens, including EOS (source) / BOS or EOS (target)
         "on_long": "truncate",  # truncate (count and warn once per split) | error
-        "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else the first N; max_eval_examples: eval, test
+        "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N drawn by the seed (subsets.py)
     })
 
 
@@ -211,30 +212,27 @@ def _tfds_pairs(cfg: ml_collections.ConfigDict, split: str) -> Iterator[Translat
 # -------------------------------------------------------------------------------------------------------- loading
 
 
-def load_pairs(cfg: ml_collections.ConfigDict, split: str) -> list[TranslationPair]:
-    """The pairs of split "train", "eval" or "test" (at most max_train_examples / max_eval_examples)."""
+def load_pairs(cfg: ml_collections.ConfigDict, split: str, seed: int = 0) -> list[TranslationPair]:
+    """The pairs of split "train", "eval" or "test"; under max_train_examples / max_eval_examples, that many drawn
+    by `seed` from the stream (tasks/subsets.py), in O(N) memory."""
     if split not in SPLITS:
         raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     validate_translation_config(cfg)
     pairs = _tfds_pairs(cfg, split) if cfg.source == "tfds" else _local_pairs(cfg, split)
     limit = int(cfg.max_train_examples if split == "train" else cfg.max_eval_examples)
-    kept: list[TranslationPair] = []
-    for pair in pairs:
-        if limit and len(kept) >= limit:
-            break
-        kept.append(pair)
+    kept = subsets.take_stream(pairs, limit, subsets.split_seed(split, seed))
     if not kept:
         where = cfg.tfds_name if cfg.source == "tfds" else cfg[f"{split}_file"]
         raise UserError(f"no translation pairs in the {split} split ({where})")
     return kept
 
 
-def iter_tokenizer_text(cfg: ml_collections.ConfigDict) -> Iterator[str]:
+def iter_tokenizer_text(cfg: ml_collections.ConfigDict, seed: int = 0) -> Iterator[str]:
     """Source and target sentences of the train split, alternating, to train ONE vocabulary for both languages.
 
     Alternating keeps both languages equally represented when the tokenizer trainer reads only the first lines.
     """
-    for pair in load_pairs(cfg, "train"):
+    for pair in load_pairs(cfg, "train", seed):
         yield pair.source
         yield pair.target
 

@@ -70,7 +70,7 @@ class TranslationTask(FinetuneTask):
     @classmethod
     def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
         """One vocabulary for both languages: the training text of each side, model.vocab_size pieces."""
-        return translation.iter_tokenizer_text(config.task), int(config.model.vocab_size)
+        return translation.iter_tokenizer_text(config.task, int(config.seed)), int(config.model.vocab_size)
 
     @classmethod
     def starting_point(cls, config: Any) -> StartingPoint:
@@ -97,7 +97,7 @@ class TranslationTask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        pairs = translation.load_pairs(task, name)
+        pairs = translation.load_pairs(task, name, int(self.config.seed))
         arrays = translation.encode_pairs(pairs, self.tokenizer, task, name)
         log.info("translation %s: %d pairs (%d truncated)", name, len(pairs), int(arrays["truncated"].sum()))
         return Split(name, {k: arrays[k] for k in INPUT_KEYS}, extra=[p.target for p in pairs])
