@@ -127,8 +127,9 @@ def test_csv_has_one_row_per_point_seed_metric(sweep):
     rows = _read_csv(out["csv"])
     assert list(rows[0])[:4] == ["point", "seed", "mask_rate", "lr"]
     assert {"stage", "metric", "value", "status", "error"} <= set(rows[0])
-    # 12 points x (pretrain: accuracy, loss, perplexity, steps, duration_s + rt: 3 eval, 3 test, steps, duration_s)
-    assert len(rows) == out["rows"] == 12 * (5 + 8)
+    # 12 points x (pretrain: accuracy, loss, perplexity, steps, duration_s + rt: 3 eval, 3 test, steps,
+    # train_examples, duration_s)
+    assert len(rows) == out["rows"] == 12 * (5 + 9)
     pick = [r for r in rows if r["point"] == "mask_rate=0.3,lr=3e-4" and r["seed"] == "1"]
     by_metric = {r["metric"]: r for r in pick}
     assert float(by_metric["rt/test/accuracy"]["value"]) == RT_ACC["0.3", "3e-4"][1]
@@ -211,7 +212,7 @@ def test_failed_stage_is_reported_and_does_not_crash(tmp_path):
     assert len(failed) == 2 * 2  # two points (lr values), each a failed pretraining and a failed fine-tune
     assert all(r["value"] == "" and r["metric"] == "" and r["error"] for r in failed)
     assert {r["error"] for r in failed if r["stage"] == "pretrain"} == {OOM}
-    assert len(rows) == 12 * 13 - 2 * 11
+    assert len(rows) == 12 * 14 - 2 * 12
     assert out["counts"] == {"done": 15, "failed": 3}  # one pretraining + two fine-tunes
     assert "15 finished, 3 failed" in report
     failures = report.split("## Failed stages\n", 1)[1]

@@ -139,3 +139,43 @@ def training_curves(path: str, title: str, runs: Sequence[Curves], key: str = "l
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# (legend label, per x position: (number of examples, the seeds' values))
+CurveSeries = tuple[str, Sequence[tuple[float, Sequence[float]]]]
+
+
+def learning_curve(path: str, metric: str, x_name: str, series: Sequence[CurveSeries],
+                   confidence: float = 0.95) -> str | None:
+    """A metric against the number of labeled examples (log x): one line per starting point, its mean over seeds
+    with the t interval shaded and each seed a faint dot; None if there is nothing to draw."""
+    if not any(math.isfinite(v) for _, points in series for _, values in points for v in values):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (label, points), color in zip(series, _colors(plt, len(series))):
+        xs, means, lows, highs = [], [], [], []
+        for x, values in sorted(points):
+            finite = [float(v) for v in values if math.isfinite(v)]
+            if not finite or not x > 0:
+                continue
+            ax.plot([x] * len(finite), finite, "o", color=color, alpha=0.35, markersize=3.5, markeredgewidth=0)
+            interval = stats.mean_interval(finite, confidence)
+            xs.append(x)
+            means.append(interval.estimate)
+            lows.append(interval.low if math.isfinite(interval.low) else interval.estimate)
+            highs.append(interval.high if math.isfinite(interval.high) else interval.estimate)
+        if xs:
+            ax.plot(xs, means, "o-", color=color, linewidth=1.8, markersize=4.5, label=label)
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.18, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{x_name}: labeled training examples (log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: learning curve\nmean over seeds, shaded {confidence:.0%} interval; dots: seeds",
+                 fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, len(series))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -88,7 +88,7 @@ def read_stage(sweep_dir: str, directory: str, info: Mapping[str, Any]) -> Stage
     else:
         metrics = {**_numbers((results.get("best") or {}).get("metrics"), f"{stage}/eval"),
                    **_numbers(results.get("test"), f"{stage}/test")}
-    metrics.update(_numbers({k: results.get(k) for k in ("steps",)}, stage))
+    metrics.update(_numbers({k: results.get(k) for k in ("steps", "train_examples")}, stage))
     metrics.update(_numbers({k: record.get(k) for k in ("duration_s",)}, stage))
     return StageResult(directory, stage, status, "", metrics, str(results.get("main_metric") or ""))
 
@@ -362,6 +362,13 @@ def write_report(sweep_dir: str) -> dict[str, Any]:
                   + ("Every stage that ran failed; see below." if counts.get("failed") == len(stages) and stages
                      else f"Run `python launch.py sweep {summary.get('sweep_config') or '<config>'} "
                      f"--workdir={sweep_dir}` (it resumes), then report again."), ""]
+    curve_points: dict[str, Any] = {}
+    if finished and summary.get("curve"):
+        from plm_jax.sweep import curve
+
+        section, pngs, curve_points = curve.curve_section(sweep_dir, metrics, summary, stages)
+        lines += section
+        by_metric.setdefault("_curve", []).extend(pngs)
     for metric in metrics if finished else []:
         section, means[metric], compared[metric] = metric_section(metric, summary, stages, by_metric.get(metric, []),
                                                                   sweep_dir)
@@ -382,4 +389,5 @@ def write_report(sweep_dir: str) -> dict[str, Any]:
     report = os.path.join(sweep_dir, "report.md")
     write_atomic(report, "\n".join(lines) + "\n")
     return {"report": report, "csv": csv_path, "plots": [p for ps in by_metric.values() for p in ps] + curves,
-            "counts": counts, "rows": len(rows), "metrics": metrics, "means": means, "comparisons": compared}
+            "counts": counts, "rows": len(rows), "metrics": metrics, "means": means, "comparisons": compared,
+            "curve": curve_points}

@@ -85,6 +85,16 @@ class Budget:
 
 
 @dataclasses.dataclass(frozen=True)
+class Curve:
+    """A learning curve in the report: each headline fine-tuning metric against the number of labeled examples
+    (axis `x`, whose values are task.max_train_examples: 0 = all), one line per value of axis `series`, each line
+    compared with the series' first value (e.g. random init), paired by seed, at every x."""
+
+    x: str = "labels"
+    series: str = "start"
+
+
+@dataclasses.dataclass(frozen=True)
 class Sweep:
     name: str
     finetune: Mapping[str, Stage]  # task name -> its stage; may be empty (a pretraining-only sweep)
@@ -94,6 +104,7 @@ class Sweep:
     budget: Budget | None = None  # None: the pretraining config's train.steps
     metrics: Sequence[str] = ()  # headline metrics, e.g. "pretrain/accuracy", "rotten_tomatoes/test/accuracy"
     paired: bool = True  # differences pair runs by seed (the same data order and initial weights)
+    curve: Curve | None = None  # report a learning curve over these two axes (configs/sweeps/curve.py)
 
 
 @dataclasses.dataclass
@@ -237,6 +248,23 @@ def _check(sweep: Sweep) -> None:
         if ax.display_name() in names:
             raise SweepError(f"two axes are named {ax.display_name()!r}; give name=")
         names.add(ax.display_name())
+    if sweep.curve is not None:
+        _check_curve(sweep)
+
+
+def _check_curve(sweep: Sweep) -> None:
+    by_name = {ax.display_name(): ax for ax in sweep.axes}
+    curve = sweep.curve
+    for role, name in (("x", curve.x), ("series", curve.series)):
+        if name not in by_name:
+            raise SweepError(f"curve {role}={name!r} is not an axis of the sweep: {sorted(by_name)}")
+    if curve.x == curve.series:
+        raise SweepError(f"curve x and series are the same axis {curve.x!r}")
+    x_axis = by_name[curve.x]
+    for key, values in x_axis.values.items():
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise SweepError(f"curve x axis {curve.x!r}: {key} values must be example counts >= 0 (0 = all), "
+                             f"got {list(values)}")
 
 
 def budget_steps(budget: tuple[str, float], config: ml_collections.ConfigDict, where: str) -> int | None:
@@ -362,6 +390,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "budget": dict(zip(("kind", "value"), sweep.budget.kind())) if sweep.budget else None,
         "metrics": list(sweep.metrics),
         "paired": sweep.paired,
+        "curve": dataclasses.asdict(sweep.curve) if sweep.curve else None,
         "tasks": list(sweep.finetune),
         "points": [dataclasses.asdict(p) for p in plan.points],
         "stages": {d: {"kind": s.kind, "task": s.task, "key": s.key} for d, s in plan.stages.items()},
