@@ -397,6 +397,9 @@ def _parse_flags(fv: flags.FlagValues, command: str, argv: list[str]) -> list[st
         positional = fv(argv)[1:]
         if "config" in fv and fv.config is not None:
             fv.config.keys()  # config_flags defers a file that failed to load to first use
+            from plm_jax.config_base import split_list_overrides
+
+            split_list_overrides(fv.config, argv)
         return positional
     except flags.UnrecognizedFlagError as e:
         name = e.flagname
@@ -467,6 +470,9 @@ def main(argv: list[str]) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
                             datefmt="%H:%M:%S")
         logging.getLogger("plm_jax").setLevel(logging.INFO)
+        from plm_jax import quiet_orbax
+
+        quiet_orbax.install()  # a failed save is one CheckpointSaveError line, not a traceback per writer thread
         if command.jax:
             _start_jax(name, fv)
         command.run(fv, *positional)
@@ -474,6 +480,10 @@ def main(argv: list[str]) -> None:
         if os.environ.get("PLM_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
+        if type(e).__name__ == "CheckpointSaveError":  # Orbax's writer threads may never finish: leave now
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         sys.exit(2)
 
 

@@ -173,3 +173,18 @@ def tagging_config() -> ml_collections.ConfigDict:
     config.task = default_tagging_config()
     config.train.update(lr=5e-5, epochs=3, batch_size=32)
     return config
+
+
+def split_list_overrides(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+    """`--config.task.label_names=neg,pos` means two classes: ml_collections parses a comma list given for a tuple
+    key as one string, ("neg,pos",); each such command-line override is split at its commas here."""
+    for arg in argv:
+        if not arg.startswith("--config.") or "=" not in arg:
+            continue
+        *parents, leaf = arg[len("--config."):].split("=", 1)[0].split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        value = node[leaf]
+        if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str) and "," in value[0]:
+            node[leaf] = tuple(part.strip() for part in value[0].split(",") if part.strip())

@@ -47,3 +47,27 @@ def json_objects(lines: Iterable[str], where_of: Callable[[int], str]) -> Iterat
 def cache_root(cache_dir: str | None = None) -> Path:
     """Where plm_jax caches what it fetches (wheels, MiniLM): `cache_dir`, $PLM_CACHE_DIR or ~/.cache/plm_jax."""
     return Path(cache_dir or os.environ.get("PLM_CACHE_DIR") or Path.home() / ".cache" / "plm_jax").expanduser()
+
+
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    """A whole text file in `encoding` (a UTF-8 byte-order mark dropped); a byte that does not decode is a one-line
+    error naming the line, the encoding, and the two ways out."""
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"task.encoding={encoding!r} is not an encoding Python knows (e.g. utf-8, latin-1, cp1252)"
+                        ) from None
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(codecs.BOM_UTF8) and codecs.lookup(encoding).name == "utf-8":  # spreadsheet exports
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        name = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+        raise UserError(f"{path} line {line}: not {name} (byte {raw[e.start:e.start + 1]!r} at offset {e.start});"
+                        f" convert the file (iconv -f latin1 -t utf-8) or declare its encoding with "
+                        f"--config.task.encoding=latin-1") from None

@@ -51,8 +51,8 @@ def test_default_task_config_keys():
     assert sorted(default_task_config().keys()) == sorted(
         ["kind", "source", "tfds_name", "tfds_data_dir", "train_split", "eval_split", "test_split", "train_file",
          "eval_file", "test_file", "text_a", "text_b", "label", "label_names", "exclude_labels",
-         "max_train_examples", "max_eval_examples", "seq_len", "doc_stride", "max_query_len", "max_answer_len",
-         "n_best", "version_2", "null_threshold"])
+         "max_train_examples", "max_eval_examples", "encoding", "seq_len", "doc_stride", "max_query_len",
+         "max_answer_len", "n_best", "version_2", "null_threshold"])
     cfg = default_task_config()
     assert (cfg.kind, cfg.source, cfg.text_a, cfg.label, cfg.seq_len) == ("classification", "tfds", "sentence",
                                                                           "label", 128)
@@ -147,6 +147,8 @@ def test_unlabeled_test_file_is_allowed_but_not_for_training(tmp_path):
         ("t.csv", "sentence,label\na,pos,extra\n", {}, ValueError, "t.csv line 2: 3 fields, the header has 2"),
         ("t.csv", b"sentence,label\na,pos\nb\xff\xfe,neg\n", {}, ValueError,
          r"t.csv line 3: not UTF-8 \(byte b'\\xff'"),
+        ("t.csv", "sentence,label\na,pos\n", {"encoding": "latin-9x"}, ValueError,
+         r"task.encoding='latin-9x' is not an encoding"),
         ("t.jsonl", '{"sentence": "a", "label": "x"}\n{"sentence": "b", "label": \n', {}, ValueError,
          r"t.jsonl line 2: malformed JSON"),
         ("t.jsonl", '{"sentence": "a", "label": "x"}\n{"text": "b", "label": "x"}\n', {}, ValueError,
@@ -336,3 +338,13 @@ def test_unlabeled_tfds_split_is_refused_for_training(tfds_dir, monkeypatch):
 def test_label_counts_orders_by_label_names():
     data = LabeledSet([TextExample("a", None, 1), TextExample("b", None, 1)], ("x", "y"), {}, "mem")
     assert label_counts(data) == {"x": 0, "y": 2}
+
+
+def test_a_latin1_file_is_named_with_the_way_out_and_reads_when_declared(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("sentence,label\ncaf\xe9 cr\xe8me,pos\nna\xefve,neg\n".encode("latin-1"))
+    cfg = local_cfg(train_file=str(path))
+    with pytest.raises(ValueError, match=r"line 2: not UTF-8 .*--config.task.encoding=latin-1"):
+        load_split(cfg, "train")
+    cfg.encoding = "latin-1"
+    assert [e.text_a for e in load_split(cfg, "train").examples] == ["café crème", "naïve"]

@@ -73,3 +73,30 @@ def test_a_cpu_run_prints_no_tensorflow_cuda_start_up_lines(tmp_path):
     level = subprocess.run([sys.executable, "-c", "import os, launch; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert level.stdout.strip() == "3", level.stderr
+
+
+def test_a_comma_list_override_of_a_tuple_key_is_split(tmp_path):
+    from absl import flags
+    from ml_collections import config_flags
+
+    from plm_jax.config_base import split_list_overrides
+
+    argv = ["launch.py", f"--config={ROOT}/configs/finetune/local.py:classification",
+            "--config.task.label_names=neg, pos", "--config.task.exclude_labels=meh", "--config.task.text_a=a,b"]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
+    fv(argv)
+    assert fv.config.task.label_names == ("neg, pos",)  # what ml_collections alone makes of it
+    split_list_overrides(fv.config, argv)
+    assert fv.config.task.label_names == ("neg", "pos") and fv.config.task.exclude_labels == ("meh",)
+    assert fv.config.task.text_a == "a,b"  # a string key keeps its commas
+    # end to end: the two declared classes reach the data check, which names a label outside them
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\ngood,pos\nbad,neg\nso so,meh\n", encoding="utf-8")
+    cache = tmp_path / "cache"  # the data is checked before MiniLM is fetched into it
+    out = _launch("finetune", f"--config={ROOT}/configs/finetune/local.py:classification",
+                  f"--workdir={tmp_path / 'r'}", f"--config.task.train_file={data}",
+                  "--config.task.label_names=neg,pos", "--init=minilm",
+                  env={**os.environ, "PLM_JAX_HUGE_PAGES": "0", "PLM_CACHE_DIR": str(cache)})
+    assert out.returncode == 2 and "'meh'" in out.stderr and "('neg', 'pos')" in out.stderr, out.stderr[-1500:]
+    assert not cache.exists()

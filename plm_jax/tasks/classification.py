@@ -7,7 +7,6 @@ because those are expected in real data (blank rows, an "Uncategorized" class) w
 
 from __future__ import annotations
 
-import codecs
 import csv
 import dataclasses
 import io
@@ -23,7 +22,7 @@ import numpy as np
 
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
-from plm_jax.files import json_objects
+from plm_jax.files import json_objects, read_text
 from plm_jax.tasks import subsets
 
 KINDS = ("classification", "regression", "qa")
@@ -45,6 +44,7 @@ def default_task_config() -> ml_collections.ConfigDict:
         "label_names": (),  # () = the TFDS ClassLabel names, else the sorted distinct labels of the train split
         "exclude_labels": (),  # classes dropped; their examples are skipped and counted
         "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N drawn by the seed, stratified (subsets.py)
+        "encoding": "utf-8",  # of local files (latin-1, cp1252, ...); a file that does not decode is named
         "seq_len": 128,
         "doc_stride": 128, "max_query_len": 64, "max_answer_len": 30, "n_best": 20,  # qa only
         "version_2": False, "null_threshold": 0.0,  # qa only
@@ -106,17 +106,9 @@ def validate_task_config(task_cfg: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------------- local files
 
 
-def _decode(path: str) -> str:
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw.startswith(codecs.BOM_UTF8):  # spreadsheet exports
-        raw = raw[len(codecs.BOM_UTF8):]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserError(f"{path} line {line}: not UTF-8 (byte {raw[e.start:e.start + 1]!r} at offset "
-                         f"{e.start})") from None
+def encoding_of(task_cfg: ml_collections.ConfigDict) -> str:
+    """task.encoding of local files (utf-8 when a config predates the key)."""
+    return str(task_cfg.get("encoding", "") or "utf-8")
 
 
 def _columns(task_cfg: ml_collections.ConfigDict, need_label: bool) -> list[str]:
@@ -171,7 +163,7 @@ def _local_rows(task_cfg: ml_collections.ConfigDict, split: str) -> tuple[Iterat
         raise UserError(f"{path}: unknown format; the extension must be one of {sorted(_FORMATS)}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"task.{split}_file not found: {path}")
-    text = _decode(path)
+    text = read_text(path, encoding_of(task_cfg))
     if fmt == "jsonl":
         return _read_jsonl(path, text, task_cfg, split), path
     return _read_delimited(path, text, "," if fmt == "csv" else "\t", task_cfg, split), path

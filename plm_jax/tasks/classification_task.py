@@ -51,6 +51,11 @@ class ClassificationTask(FinetuneTask):
         return "pearson" if self.regression else "accuracy"
 
     @classmethod
+    def check_data(cls, config: Any) -> None:
+        if config.task.source == "local":  # files the user wrote; TFDS data was checked when it was built
+            classification.load_split(config.task, "train", int(config.seed))
+
+    @classmethod
     def check_start(cls, config: Any, start: StartingPoint) -> None:
         sequence_classifier(start.model_cfg, 2, kind=config.task.kind)  # names an architecture without this head
 

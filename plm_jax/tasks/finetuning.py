@@ -130,6 +130,7 @@ class FinetuneTask(Task):
         cls.validate(config)
         if workdir is not None:
             check_workdir(config, workdir)
+        cls.check_data(config)
         start = cls.starting_point(config)
         cls.check_start(config, start)
         probe = cls(config, cls.info_for(config, start, ()), start.tokenizer, start)
@@ -157,6 +158,11 @@ class FinetuneTask(Task):
         if train.batch_size % train.grad_accum_steps:
             raise UserError(f"train.batch_size={train.batch_size} does not split into "
                              f"train.grad_accum_steps={train.grad_accum_steps} microbatches")
+
+    @classmethod
+    def check_data(cls, config: ml_collections.ConfigDict) -> None:
+        """Reads what the training data can be checked by without a tokenizer, before any starting point is
+        fetched: bad data is named without an 80 MB model download first."""
 
     @classmethod
     def starting_point(cls, config: ml_collections.ConfigDict) -> StartingPoint:
@@ -265,7 +271,7 @@ class FinetuneTask(Task):
 def check_workdir(config: Any, workdir: str) -> None:
     """A work directory holds one fine-tune: resuming with another task, init or shape is refused."""
     resolved = json.loads(config.to_json_best_effort())
-    saved = RunDir(workdir).saved_config()
+    saved = RunDir(workdir).saved_config(if_trained=True)
     if saved is None:
         return
     if "task" not in saved:

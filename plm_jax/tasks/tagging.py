@@ -22,9 +22,9 @@ import numpy as np
 
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
-from plm_jax.files import json_objects
+from plm_jax.files import json_objects, read_text
 from plm_jax.tasks import subsets
-from plm_jax.tasks.classification import _decode
+from plm_jax.tasks.classification import encoding_of
 
 log = logging.getLogger("plm_jax")
 SOURCES = ("local", "tfds")
@@ -43,6 +43,7 @@ def default_tagging_config() -> ml_collections.ConfigDict:
         "tag_column": -1,  # CoNLL: the column holding the tag
         "label_names": (),  # () = the TFDS ClassLabel names, else the sorted tags of the train split
         "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N sentences drawn by the seed
+        "encoding": "utf-8",  # of local files (latin-1, cp1252, ...); a file that does not decode is named
         "seq_len": 128,
         "main_metric": "",  # "" = entity-level f1
         "classifier_dropout": -1.0,  # < 0: the model's dropout_rate, as Hugging Face
@@ -66,7 +67,8 @@ def validate_tagging_config(cfg: ml_collections.ConfigDict) -> None:
         raise UserError(f"task.label_names has duplicates: {names}")
 
 
-def read_conll(path: str, tag_column: int = -1, labeled: bool = True) -> list[TaggedSentence]:
+def read_conll(path: str, tag_column: int = -1, labeled: bool = True, encoding: str = "utf-8"
+               ) -> list[TaggedSentence]:
     """Sentences of a CoNLL-style file; a line with too few columns is an error naming the file and line."""
     sentences: list[TaggedSentence] = []
     words: list[str] = []
@@ -79,7 +81,7 @@ def read_conll(path: str, tag_column: int = -1, labeled: bool = True) -> list[Ta
             sentences.append(TaggedSentence(tuple(words), tuple(tags), f"{path}:{start}"))
         words, tags, start = [], [], line_no + 1
 
-    for n, line in enumerate(_decode(path).splitlines(), start=1):
+    for n, line in enumerate(read_text(path, encoding).splitlines(), start=1):
         columns = line.split()
         if not columns:
             flush(n)
@@ -101,7 +103,7 @@ def read_conll(path: str, tag_column: int = -1, labeled: bool = True) -> list[Ta
 
 def read_jsonl(path: str, cfg: ml_collections.ConfigDict, labeled: bool = True) -> list[TaggedSentence]:
     sentences = []
-    for where, obj in json_objects(_decode(path).splitlines(), lambda n: f"{path}:{n}"):
+    for where, obj in json_objects(read_text(path, encoding_of(cfg)).splitlines(), lambda n: f"{path}:{n}"):
         words = obj.get(cfg.tokens_field)
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise UserError(f"{where}: {cfg.tokens_field!r} must be a list of strings")
@@ -130,7 +132,7 @@ def read_local(path: str, cfg: ml_collections.ConfigDict, labeled: bool = True) 
     if ext == ".jsonl":
         return read_jsonl(path, cfg, labeled)
     if ext in _CONLL:
-        return read_conll(path, int(cfg.tag_column), labeled)
+        return read_conll(path, int(cfg.tag_column), labeled, encoding_of(cfg))
     raise UserError(f"{path}: unknown extension {ext!r}; expected .jsonl or CoNLL columns ({', '.join(_CONLL)})")
 
 

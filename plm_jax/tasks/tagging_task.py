@@ -17,7 +17,7 @@ import numpy as np
 
 from plm_jax.errors import UserError
 from plm_jax.evaluate.entities import entity_metrics
-from plm_jax.files import write_atomic
+from plm_jax.files import read_text, write_atomic
 from plm_jax.models.heads import BertForTokenClassification, finetune_dummy_inputs, needs_encoder
 from plm_jax.tasks import tagging
 from plm_jax.tasks.classification_task import encoder_forward
@@ -87,10 +87,11 @@ class TaggingTask(FinetuneTask):
         if input_path.lower().endswith(".jsonl"):
             sentences = tagging.read_jsonl(input_path, task, labeled=False)
         elif input_path.lower().endswith((".conll", ".iob", ".bio", ".tsv")):
-            sentences = tagging.read_conll(input_path, labeled=False)
+            sentences = tagging.read_conll(input_path, labeled=False, encoding=tagging.encoding_of(task))
         else:
+            lines = read_text(input_path, tagging.encoding_of(task)).splitlines()
             sentences = [tagging.TaggedSentence(tuple(line.split()), (), f"{input_path}:{n}")
-                         for n, line in enumerate(tagging._decode(input_path).splitlines(), start=1) if line.split()]
+                         for n, line in enumerate(lines, start=1) if line.split()]
         if not sentences:
             raise UserError(f"{input_path}: no sentences")
         arrays = tagging.encode(sentences, self.tokenizer, int(task.seq_len), self.info.label_names)

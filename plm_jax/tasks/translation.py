@@ -23,9 +23,9 @@ import numpy as np
 
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
-from plm_jax.files import json_objects
+from plm_jax.files import json_objects, read_text
 from plm_jax.tasks import subsets
-from plm_jax.tasks.classification import SOURCES, SPLITS, _decode
+from plm_jax.tasks.classification import SOURCES, SPLITS, encoding_of
 
 ON_LONG = ("truncate", "error")
 PAIR_SEPARATOR = "::"  # "a.en::a.de": two line-aligned text files
@@ -46,6 +46,7 @@ def default_translation_config() -> ml_collections.ConfigDict:
         "max_source_len": 128, "max_target_len": 128,  # tokens, including EOS (source) / BOS or EOS (target)
         "on_long": "truncate",  # truncate (count and warn once per split) | error
         "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N drawn by the seed (subsets.py)
+        "encoding": "utf-8",  # of local files (latin-1, cp1252, ...); a file that does not decode is named
     })
 
 
@@ -81,11 +82,11 @@ def validate_translation_config(cfg: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------------- local files
 
 
-def _lines(path: str) -> list[str]:
-    """The lines of a UTF-8 file without line ends; the empty string after a final newline is not a line."""
+def _lines(path: str, encoding: str = "utf-8") -> list[str]:
+    """The lines of a text file without line ends; the empty string after a final newline is not a line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"translation file not found: {path}")
-    lines = _decode(path).split("\n")
+    lines = read_text(path, encoding).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
@@ -98,7 +99,7 @@ def _check_text(text: str, where: str, side: str) -> str:
 
 
 def _read_tsv(path: str, cfg: ml_collections.ConfigDict) -> Iterator[TranslationPair]:
-    lines = _lines(path)
+    lines = _lines(path, encoding_of(cfg))
     while lines and not lines[-1].strip():  # trailing blank lines only; blank lines inside are errors
         lines.pop()
     headers = {(cfg.source_lang, cfg.target_lang), ("source", "target")}
@@ -125,7 +126,7 @@ def _json_fields(cfg: ml_collections.ConfigDict) -> tuple[str, str]:
 def _read_jsonl(path: str, cfg: ml_collections.ConfigDict) -> Iterator[TranslationPair]:
     source_field, target_field = _json_fields(cfg)
     nested_ok = not cfg.source_field and not cfg.target_field  # {"translation": {lang: text}} keyed by language
-    for where, record in json_objects(_lines(path), lambda number: f"{path}:{number}"):
+    for where, record in json_objects(_lines(path, encoding_of(cfg)), lambda number: f"{path}:{number}"):
         if nested_ok and source_field not in record and isinstance(record.get("translation"), dict):
             record = record["translation"]
         texts = []
@@ -139,11 +140,11 @@ def _read_jsonl(path: str, cfg: ml_collections.ConfigDict) -> Iterator[Translati
         yield TranslationPair(texts[0], texts[1], where)
 
 
-def _read_two_files(spec: str) -> Iterator[TranslationPair]:
+def _read_two_files(spec: str, encoding: str = "utf-8") -> Iterator[TranslationPair]:
     source_path, target_path = (os.path.expanduser(p.strip()) for p in spec.split(PAIR_SEPARATOR, 1))
     if not source_path or not target_path or PAIR_SEPARATOR in target_path:
         raise UserError(f"{spec!r}: expected two files as 'source_path{PAIR_SEPARATOR}target_path'")
-    sources, targets = _lines(source_path), _lines(target_path)
+    sources, targets = _lines(source_path, encoding), _lines(target_path, encoding)
     if len(sources) != len(targets):
         raise UserError(f"line counts differ: {source_path} has {len(sources)} lines, {target_path} has "
                          f"{len(targets)}; the files must be line-aligned")
@@ -159,7 +160,7 @@ def _local_pairs(cfg: ml_collections.ConfigDict, split: str) -> Iterator[Transla
         raise UserError(f"task.{split}_file is empty: give the {split} .tsv/.jsonl file or 'a.src{PAIR_SEPARATOR}"
                          f"a.tgt'")
     if PAIR_SEPARATOR in spec:
-        return _read_two_files(spec)
+        return _read_two_files(spec, encoding_of(cfg))
     path = os.path.expanduser(spec)
     fmt = _FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
