@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from typing import Any
@@ -51,9 +52,15 @@ class RunDir:
         return os.path.join(self.path, name)
 
     # ------------------------------------------------------------ config.json
-    def saved_config(self) -> dict[str, Any] | None:
+    def has_trained(self) -> bool:
+        """Whether a step was saved: a run whose first start failed before it has nothing to protect."""
+        folder = self.file(CHECKPOINTS)
+        return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+    def saved_config(self, if_trained: bool = False) -> dict[str, Any] | None:
+        """config.json; with `if_trained`, None when no step was saved (a corrected first start may differ)."""
         path = self.file(CONFIG_FILE)
-        if not os.path.exists(path):
+        if not os.path.exists(path) or (if_trained and not self.has_trained()):
             return None
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -110,10 +117,12 @@ class RunDir:
         if tokenizer.kind == "wordpiece":  # keep the companions a Hugging Face export needs
             names += [n for n in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
                       if n not in names and os.path.isfile(os.path.join(src_dir, n))]
+        trained = self.has_trained()  # a first start that failed may have left another tokenizer behind
         for name in names:
             dst = os.path.join(folder, name)
-            if not os.path.exists(dst):
-                shutil.copyfile(os.path.join(src_dir, name), dst)
+            src = os.path.join(src_dir, name)
+            if not os.path.exists(dst) or (not trained and not os.path.samefile(src, dst)):
+                shutil.copyfile(src, dst)
         return os.path.join("tokenizer", names[0])
 
     # ------------------------------------------------------------ checkpoints and results
@@ -137,4 +146,15 @@ class RunDir:
 
     def write_results(self, results: dict[str, Any]) -> None:
         if jax.process_index() == 0:
-            write_atomic(self.file(RESULTS_FILE), json.dumps(results, indent=2))
+            write_atomic(self.file(RESULTS_FILE), json.dumps(finite_json(results), indent=2, allow_nan=False))
+
+
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinity as null: JSON has no such numbers, and a reader would choke on them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj

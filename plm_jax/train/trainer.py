@@ -10,17 +10,20 @@ Resuming is exact: the state and the data position are saved together, data and 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from plm_jax.errors import UserError
 from plm_jax.train import state as state_lib
 from plm_jax.train.checkpoint import Checkpointer
+from plm_jax.train.lock import run_lock
 from plm_jax.train.metrics_log import JSONL_NAME, MetricWriter, read_jsonl
 from plm_jax.train.rundir import RunDir
 from plm_jax.train.setup import TrainingSetup, build
@@ -31,7 +34,12 @@ log = logging.getLogger("plm_jax")
 
 
 def train(task: Task, workdir: str) -> dict[str, Any]:
-    """Runs (or resumes) `task` in `workdir`; returns what results.json holds."""
+    """Runs (or resumes) `task` in `workdir`, holding its lock (train/lock.py); returns what results.json holds."""
+    with run_lock(workdir, enabled=jax.process_index() == 0):
+        return _train(task, workdir)
+
+
+def _train(task: Task, workdir: str) -> dict[str, Any]:
     start_time = time.perf_counter()
     run = RunDir(workdir)
     task.prepare(workdir)
@@ -41,15 +49,19 @@ def train(task: Task, workdir: str) -> dict[str, Any]:
     ckpt = run.checkpointer(keep=int(train_cfg.keep_checkpoints), use_async=bool(train_cfg.async_checkpoints))
     best_ckpt = run.best_checkpointer() if task.keeps_best else None
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)  # one host writes the logs
-    latest = ckpt.latest_step()
+    restored = ckpt.restore_latest(setup.abstract_state)  # the newest intact checkpoint; damaged ones moved aside
     best: dict[str, Any] = {}
     position: dict[str, Any] = {}
-    if latest is None:
+    if restored is None:
         state = setup.init_state(int(task.config.seed))
         log.info("%s: %s parameters, %d steps, mesh %s", task.describe(), f"{state_lib.count_params(state.params):,}",
                  schedule.total_steps, dict(setup.mesh.shape))
     else:
-        state, position = ckpt.restore(latest, setup.abstract_state)
+        state, position, latest = restored
+        if not _all_finite(state.params):
+            raise NonFiniteError(f"{ckpt.directory / str(latest)} holds non-finite parameters (a run that diverged "
+                                 "before plm_jax guarded against it): delete that step's directory to resume from "
+                                 "the one before it")
         best = position.get("best") or {}
         writer.truncate_after(latest)
         log.info("resumed from %s at step %d", ckpt.directory / str(latest), latest)
@@ -103,6 +115,8 @@ def train(task: Task, workdir: str) -> dict[str, Any]:
             end_of_period = step % schedule.eval_every == 0 or step == schedule.total_steps
             if step % schedule.log_every == 0 or end_of_period:
                 fetched = jax.device_get(pending)  # waits for the dispatched steps, so the clock below is honest
+                _check_finite(fetched, step - len(fetched) + 1, ckpt, train_cfg)
+                ckpt.check()
                 now = time.perf_counter()
                 means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 if units_since:
@@ -111,6 +125,10 @@ def train(task: Task, workdir: str) -> dict[str, Any]:
                 writer.write(step, "train", means)
                 bar.set_postfix(loss=f"{means['loss']:.4f}")
                 pending, units_since, time_since, data_wait = [], 0, now, 0.0
+            saving = ((schedule.checkpoint_every and step % schedule.checkpoint_every == 0)
+                      or (end_of_period and schedule.checkpoint_at_eval) or step == schedule.total_steps)
+            if end_of_period or saving:  # nothing non-finite is evaluated, kept as best, or saved
+                _check_finite([jax.device_get(metrics)], step, ckpt, train_cfg)
             if end_of_period and has_eval:
                 metrics = evaluate(step)
                 bar.write(f"eval at step {step}: {_fmt(metrics)}")
@@ -120,10 +138,11 @@ def train(task: Task, workdir: str) -> dict[str, Any]:
             elif end_of_period and best_ckpt is not None and best_ckpt.latest_step() != step:
                 # no eval split: the last evaluation point is the best
                 best = keep_best(best, step, {"epoch": schedule.epoch(step)}, "", best_ckpt, state.params)
-            if ((schedule.checkpoint_every and step % schedule.checkpoint_every == 0)
-                    or (end_of_period and schedule.checkpoint_at_eval) or step == schedule.total_steps):
+            if saving:
                 ckpt.save(step, state, {"step": step, "best": best, **task.position(step)})
         if stop.signal is not None and step < schedule.total_steps:
+            if step > start_step:
+                _check_finite([jax.device_get(metrics)], step, ckpt, train_cfg)
             log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
             ckpt.save(step, state, {"step": step, "best": best, **task.position(step)}, force=True)
     finally:
@@ -163,9 +182,38 @@ def _final_evaluations(task: Task, setup: TrainingSetup, run: RunDir, best: dict
     return out
 
 
+class NonFiniteError(UserError):
+    """The loss or gradient norm stopped being finite: the run stops before anything non-finite is saved."""
+
+
+def _all_finite(params: Any) -> bool:
+    leaves = [x for x in jax.tree_util.tree_leaves(params) if np.issubdtype(x.dtype, np.floating)]
+    return bool(jax.device_get(jax.jit(lambda xs: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs])))(
+        leaves))) if leaves else True
+
+
+def _check_finite(fetched: list[dict[str, Any]], first_step: int, ckpt: Checkpointer, train_cfg: Any) -> None:
+    """Stops the run, naming the step and the last checkpoint (which is intact), at a non-finite loss or
+    gradient norm among the fetched steps' metrics."""
+    for offset, metrics in enumerate(fetched):
+        bad = {k: float(metrics[k]) for k in ("loss", "grad_norm") if k in metrics
+               and not math.isfinite(float(metrics[k]))}
+        if bad:
+            last = ckpt.latest_step()
+            where = (f"the last checkpoint, step {last} in {ckpt.directory}, is intact and a rerun resumes from it"
+                     if last is not None else "no checkpoint was saved")
+            found = ", ".join(f"{k} is {v}" for k, v in bad.items())
+            raise NonFiniteError(f"{found} at step {first_step + offset} (train.lr={train_cfg.lr}); stopped before "
+                                 f"saving it: {where}. Lower train.lr, or raise train.warmup_* or clip_norm")
+
+
 def keep_best(best: dict[str, Any], step: int, metrics: dict[str, Any], metric: str, best_ckpt: Checkpointer,
               params: Any) -> dict[str, Any]:
-    """The best evaluation so far; its parameters are saved when `metrics` beat it (metric "": always)."""
+    """The best evaluation so far; its parameters are saved when `metrics` beat it (metric "": always). A
+    non-finite metric never becomes the best."""
+    if metric and not math.isfinite(float(metrics.get(metric, math.nan))):
+        log.warning("eval at step %d: %s is %s; not kept as the best", step, metric, metrics.get(metric))
+        return best
     if metric and best and metrics[metric] <= best["metrics"][metric]:
         return best
     best = {"step": step, "epoch": metrics.get("epoch"), "metric": metric, "metrics": metrics if metric else {}}
