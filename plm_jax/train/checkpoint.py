@@ -3,7 +3,11 @@ into either layer layout (scanned or not)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
@@ -13,6 +17,9 @@ from etils import epath
 
 from plm_jax.errors import UserError
 from plm_jax.models import layout
+from plm_jax.train import checksums
+
+log = logging.getLogger("plm_jax")
 
 
 class CheckpointMismatchError(UserError):
@@ -62,6 +69,10 @@ def _in_saved_layout(saved_shapes: dict[str, tuple], abstract: Any) -> tuple[Any
     return to_saved(abstract), lambda tree: jax.jit(convert, out_shardings=shardings)(tree)
 
 
+class CheckpointSaveError(UserError):
+    """A checkpoint could not be written (an unwritable or full disk): the run stops with one line."""
+
+
 class Checkpointer:
     """`CheckpointManager` with two items per step: `state` (arrays) and `data` (the input position, JSON)."""
 
@@ -71,11 +82,16 @@ class Checkpointer:
             max_to_keep=keep, enable_async_checkpointing=use_async, create=True, cleanup_tmp_directories=True
         )
         self._last_saved: int | None = None
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
-        )
+        self._unsealed: list[int] = []  # saved, not yet checksummed (an async save may still be writing)
+        self.failed = False
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+            )
+        except OSError as e:
+            raise UserError(f"cannot use the checkpoint directory {self.directory}: {e.strerror or e}") from None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -85,11 +101,86 @@ class Checkpointer:
         checkpoint's step finds its checkpoint there (Orbax would raise StepAlreadyExistsError)."""
         if step == self._last_saved or step in self.manager.all_steps():
             return False
+        self._seal()  # the previous save has finished (Orbax would wait for it here anyway): checksum it
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data))
-        saved = self.manager.save(step, args=args, force=force)
+        try:  # a failed earlier (async) save also surfaces here
+            saved = self.manager.save(step, args=args, force=force)
+        except Exception as e:  # noqa: BLE001  (Orbax wraps the OS error in several exception types)
+            raise self._save_error(step, e) from e
         if saved:
             self._last_saved = step
+            self._unsealed.append(step)
         return saved
+
+    def _seal(self) -> None:
+        """Checksums of the steps whose saves have committed (process 0; train/checksums.py)."""
+        if not self._unsealed:
+            return
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._save_error(self._last_saved or -1, e) from e
+        for step in self._unsealed:
+            step_dir = os.path.join(str(self.directory), str(step))
+            if jax.process_index() == 0 and os.path.isdir(step_dir):
+                try:
+                    checksums.write_checksums(step_dir)
+                except OSError as e:
+                    raise CheckpointSaveError(f"writing the checksums of checkpoint {step_dir} failed: "
+                                              f"{e.strerror} ({e.filename})") from None
+        self._unsealed = []
+
+    def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
+        self.failed = True
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, OSError):  # the OS error inside Orbax's wrapping
+            cause = cause.__cause__ or cause.__context__
+        reason = f"{cause.strerror} ({cause.filename})" if isinstance(cause, OSError) and cause.strerror else (
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        complete = self._complete_step()
+        kept = (f"the last complete checkpoint is step {complete}" if complete is not None
+                else "no complete checkpoint is readable there")
+        return CheckpointSaveError(f"saving the checkpoint of step {step} in {self.directory} failed: {reason}; "
+                                   f"{kept}")
+
+    def _complete_step(self) -> int | None:
+        try:
+            steps = [int(p.name) for p in self.directory.iterdir() if p.name.isdigit()]
+        except OSError:
+            return None
+        return max(steps) if steps else None
+
+    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any], int] | None:
+        """(state, data, step) of the newest intact checkpoint; None when there is none. A damaged or incomplete
+        step (checksums, or a restore that fails) is reported in one line and moved aside, not deleted."""
+        lost_from = None
+        while (step := self.latest_step()) is not None:
+            step_dir = os.path.join(str(self.directory), str(step))
+            problem = checksums.damage(step_dir)
+            if not problem:
+                try:
+                    state, data = self.restore(step, abstract_state)
+                    if lost_from is not None:
+                        log.warning("resuming from step %d: %d steps since it are lost with the damaged checkpoint "
+                                    "of step %d", step, lost_from - step, lost_from)
+                    return state, data, step
+                except CheckpointMismatchError:
+                    raise  # another model: not damage, and nothing to move
+                except Exception as e:  # noqa: BLE001  (Orbax fails on damaged files in many ways)
+                    first_line = str(e).splitlines()[0][:200] if str(e) else ""
+                    problem = f"it does not restore ({type(e).__name__}: {first_line})"
+            lost_from = lost_from if lost_from is not None else step
+            self._move_aside(step, problem)
+        return None
+
+    def _move_aside(self, step: int, problem: str) -> None:
+        aside = os.path.join(os.path.dirname(str(self.directory)), "damaged_checkpoints",
+                             f"{os.path.basename(str(self.directory))}-{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            shutil.move(os.path.join(str(self.directory), str(step)), aside)
+        log.warning("checkpoint %s is damaged: %s; moved it to %s", self.directory / str(step), problem, aside)
+        self.manager.reload()
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restores onto the shardings attached to `abstract_state` (any mesh shape).
@@ -109,6 +200,9 @@ class Checkpointer:
     def restore_params(self, step: int, abstract_params: Any) -> Any:
         """Only the parameters of a checkpoint (a full train state, or parameters alone as in `best/`), onto
         the shardings of `abstract_params`: inference builds no optimizer and reads no optimizer moments."""
+        problem = checksums.damage(os.path.join(str(self.directory), str(step)))
+        if problem:
+            raise UserError(f"checkpoint {self.directory / str(step)} is damaged: {problem}")
         where, saved_shapes = self._saved_shapes(step, "parameters")
         in_state = any(name.startswith("params/") for name in saved_shapes) and any(
             name.startswith("opt_state/") for name in saved_shapes)
@@ -137,12 +231,29 @@ class Checkpointer:
             raise CheckpointMismatchError(f"checkpoint {where} holds no {what} ({e})") from None
         return where, _flat_shapes(saved)
 
+    def check(self) -> None:
+        """Raises the error of an async save that already failed (cheap: no waiting), so a run stops at its next
+        log step rather than a checkpoint interval later."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001
+            raise self._save_error(self._last_saved or -1, e) from e
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._save_error(self._last_saved or -1, e) from e
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for a save in flight; a failed one is raised once, and never leaves a thread to hang the exit."""
+        try:
+            if not self.failed:
+                self.wait()
+                self._seal()
+        finally:
+            with contextlib.suppress(Exception):
+                self.manager.close()
 
 
 def tree_equal(a: Any, b: Any) -> bool:
