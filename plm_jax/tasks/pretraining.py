@@ -164,7 +164,7 @@ def validate(config: Any, data: bool = True) -> TransformerConfig:
 def check_config(config: Any, run: RunDir) -> dict[str, Any]:
     """The run directory remembers its config; a resume with another model shape is refused up front."""
     resolved = json.loads(config.to_json_best_effort())
-    saved_config = run.saved_config()
+    saved_config = run.saved_config(if_trained=True)
     if saved_config is not None:
         saved = saved_config.get("model", {})
         saved_objective = saved_config.get("objective", "mlm")
@@ -177,7 +177,39 @@ def check_config(config: Any, run: RunDir) -> dict[str, Any]:
         if diff:
             raise UserError(f"{run.path} holds a run of another model shape (saved vs config: {diff}); "
                              "use a new --workdir")
+        changed = {k: v for k, v in config_changes(saved_config, resolved).items() if not k.startswith("model.")}
+        if changed:
+            listed = "; ".join(f"{k}: {was!r} -> {now!r}" for k, (was, now) in changed.items())
+            raise UserError(f"{run.path} was started with other settings, and a resume with them would not continue "
+                            f"the same run ({listed}); put them back, or start a new --workdir (--init this run to "
+                            f"build on it). Keys safe to change on resume: {', '.join(RESUME_SAFE)}")
     return resolved
+
+
+# What a resume may change: how the run reports, saves and is laid out, never what it computes.
+RESUME_SAFE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.eval_at_start",
+               "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpoints", "train.profile_steps",
+               "mesh.*", "logical_axis_rules", "model.remat", "model.scan_layers", "model.attention",
+               "data.tfds_data_dir", "bench.*")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_changes(saved: dict[str, Any], resolved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys whose value differs from the saved config's, less the RESUME_SAFE ones and keys the run predates."""
+    was, now = _flat(saved), _flat(resolved)
+
+    def safe(key: str) -> bool:
+        return any(key == s or (s.endswith(".*") and key.startswith(s[:-1])) for s in RESUME_SAFE)
+
+    return {k: (was[k], now.get(k)) for k in was if k in now and was[k] != now[k] and not safe(k)}
 
 
 def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:

@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from plm_jax.errors import UserError
 
 JSONL_NAME = "metrics.jsonl"
 PLOT_NAME = "curves.png"
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
+def _read(path: str) -> tuple[list[dict[str, Any]], bool]:
+    """The records, and whether a torn last line (a write cut short by a kill) was left out."""
     if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
+    records = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                return records, True
+            raise UserError(f"{path} line {number}: malformed JSON ({e.msg}) before the last line; the log is "
+                            "damaged: move it aside to resume") from None
+    return records, False
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The records of a metrics log; a torn last line is left out (and repaired by the next resume)."""
+    return _read(path)[0]
 
 
 class MetricWriter:
@@ -36,9 +55,12 @@ class MetricWriter:
         """After a kill, records past the restored checkpoint are rewritten, not duplicated."""
         if not self.enabled:
             return
-        records = read_jsonl(self.path)
+        records, torn = _read(self.path)
         kept = [r for r in records if r["step"] <= step]
-        if len(kept) != len(records):
+        if torn:
+            logging.getLogger("plm_jax").warning("%s: the last line was cut short (a kill mid-write); dropped it",
+                                                 self.path)
+        if len(kept) != len(records) or torn:
             tmp = self.path + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)

@@ -7,6 +7,7 @@ Inference (`build_for_inference`) builds no optimizer and no train step.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import jax
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from plm_jax.errors import UserError
 from plm_jax.parallel.sharding import batch_sharding, from_whole_batch, make_mesh, rules_from_config
 from plm_jax.train import state as state_lib
 from plm_jax.train.optimizer import make_optimizer
@@ -71,6 +73,25 @@ def _mesh_and_rules(task: Task, devices: list[jax.Device] | None) -> tuple[Mesh,
     return make_mesh(task.config.mesh, devices), rules_from_config(task.config.logical_axis_rules)
 
 
+def check_batch_splits(train_cfg: Any, mesh: Mesh, data_sharding: NamedSharding, training: bool = True) -> None:
+    """A batch that the mesh's batch axes cannot split evenly is named here, not in XLA's sharding message."""
+    axes = data_sharding.spec[0] if len(data_sharding.spec) else None
+    names = tuple(axes) if isinstance(axes, tuple) else (axes,) if axes else ()
+    shards = math.prod(mesh.shape[a] for a in names)
+    sizes = {}
+    if training:
+        accum = int(train_cfg.get("grad_accum_steps", 1))
+        sizes["train.batch_size" + (f" / grad_accum_steps={accum}" if accum > 1 else "")] = (
+            int(train_cfg.batch_size) // accum)
+    eval_key = "eval_batch_size" if "eval_batch_size" in train_cfg else "batch_size"  # pretraining: one size
+    sizes[f"train.{eval_key}"] = int(train_cfg[eval_key])
+    for key, size in sizes.items():
+        if shards > 1 and size % shards:
+            raise UserError(f"{key} = {size} does not split over the {shards} devices of the batch axes {names} "
+                            f"(mesh {dict(mesh.shape)}): make it a multiple of {shards}, or run on fewer devices "
+                            "(--cpu_devices=N on a CPU host)")
+
+
 def build(task: Task, devices: list[jax.Device] | None = None) -> TrainingSetup:
     """The optimizer (with layer-wise LR decay when train.layer_decay < 1), the sharded abstract state and the
     jitted steps of `task`. `devices` may be compile-only ones (a GPU target: parallel/gpu_targets.py)."""
@@ -80,6 +101,7 @@ def build(task: Task, devices: list[jax.Device] | None = None) -> TrainingSetup:
     mesh, rules = _mesh_and_rules(task, devices)
     abstract, shardings = state_lib.state_shardings(task.model, tx, task.init_inputs, mesh, rules)
     data_sharding = batch_sharding(mesh, rules)
+    check_batch_splits(config.train, mesh, data_sharding)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     train_step, eval_sums, predict = jit_steps(task, tx, schedule, shardings, data_sharding, dropout_key,
                                                accum_steps=int(config.train.grad_accum_steps), rules=rules)
@@ -91,5 +113,6 @@ def build_for_inference(task: Task, devices: list[jax.Device] | None = None) -> 
     mesh, rules = _mesh_and_rules(task, devices)
     abstract, shardings = state_lib.abstract_params(task.model, task.init_inputs, mesh, rules)
     data_sharding = batch_sharding(mesh, rules)
+    check_batch_splits(task.config.train, mesh, data_sharding, training=False)
     eval_sums, predict = jit_eval_steps(task, shardings, data_sharding, rules)
     return InferenceSetup(task, mesh, abstract, shardings, data_sharding, eval_sums, predict)

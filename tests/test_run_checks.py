@@ -1,0 +1,64 @@
+"""Checks on a run directory before any work: a failed first start blocks nothing, a resume that changes what the run
+computes is refused, and a batch the devices cannot split is named."""
+
+import os
+
+import pytest
+
+from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.errors import UserError
+from plm_jax.tasks.pretraining import check_config
+from plm_jax.train.rundir import RunDir
+
+
+def test_a_run_without_a_saved_step_takes_a_corrected_config(tmp_path):
+    run = RunDir(str(tmp_path))
+    first = mlm_pretrain_config()
+    first.model.hidden_size = 64
+    (tmp_path / "config.json").write_text(first.to_json_best_effort(), encoding="utf-8")
+    corrected = mlm_pretrain_config()
+    corrected.model.hidden_size = 32
+    assert run.saved_config(if_trained=True) is None and run.saved_config()["model"]["hidden_size"] == 64
+    check_config(corrected, run)  # nothing trained: no refusal
+    os.makedirs(tmp_path / "checkpoints" / "10")
+    with pytest.raises(UserError, match="another model shape"):
+        check_config(corrected, run)
+
+
+def test_a_batch_the_devices_cannot_split_is_named():
+    import jax
+
+    from plm_jax.parallel.sharding import batch_sharding, make_mesh, rules_from_config
+    from plm_jax.train.setup import check_batch_splits
+
+    config = mlm_pretrain_config()
+    config.mesh.update(data=-1, fsdp=1, tensor=1)
+    mesh = make_mesh(config.mesh, jax.devices()[:8])
+    sharding = batch_sharding(mesh, rules_from_config(config.logical_axis_rules))
+    config.train.batch_size = 12
+    with pytest.raises(UserError, match=r"train.batch_size = 12 does not split over the 8 devices"):
+        check_batch_splits(config.train, mesh, sharding)
+    config.train.update(batch_size=32, grad_accum_steps=8)
+    with pytest.raises(UserError, match=r"batch_size / grad_accum_steps=8 = 4 does not split"):
+        check_batch_splits(config.train, mesh, sharding)
+    config.train.grad_accum_steps = 4
+    check_batch_splits(config.train, mesh, sharding)
+
+
+def test_a_resume_with_another_learning_rate_seed_or_data_is_refused_naming_each(tmp_path):
+    run = RunDir(str(tmp_path))
+    saved = mlm_pretrain_config()
+    (tmp_path / "config.json").write_text(saved.to_json_best_effort(), encoding="utf-8")
+    os.makedirs(tmp_path / "checkpoints" / "10")
+    changed = mlm_pretrain_config()
+    changed.train.update(lr=saved.train.lr * 10, log_every=7, steps=5000)  # log_every and steps are safe
+    changed.seed = 3
+    changed.data.mask_rate = 0.4
+    with pytest.raises(UserError) as e:
+        check_config(changed, run)
+    message = str(e.value)
+    assert "train.lr:" in message and "seed: 0 -> 3" in message and "data.mask_rate: 0.15 -> 0.4" in message
+    assert "log_every:" not in message and "train.steps:" not in message
+    safe = mlm_pretrain_config()
+    safe.train.update(log_every=7, steps=5000, keep_checkpoints=9)
+    check_config(safe, run)
