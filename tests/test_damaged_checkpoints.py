@@ -110,3 +110,25 @@ def test_damaged_steps_are_moved_aside_and_the_run_resumes_from_the_newest_intac
     assert results["steps"] == 16
     with open(os.path.join(workdir, "results.json")) as f, open(os.path.join(base, "whole16", "results.json")) as g:
         assert json.load(f)["eval_at_end"] == json.load(g)["eval_at_end"]  # the same run, bit for bit
+
+
+@pytest.mark.slow
+def test_an_intact_step_that_fails_to_restore_is_raised_not_moved(runs, tmp_path, monkeypatch):
+    from plm_jax.train.checkpoint import Checkpointer
+
+    _, _, first, _ = runs
+    workdir = str(tmp_path / "run")
+    shutil.copytree(first, workdir)
+
+    def out_of_memory(self, step, abstract_state):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+    monkeypatch.setattr(Checkpointer, "restore", out_of_memory)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+            ckpt.restore_latest(None)
+    finally:
+        ckpt.close()
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
+    assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))

@@ -76,7 +76,7 @@ def test_a_workdir_keeps_its_objective_and_mismatches_are_refused(corpus, tmp_pa
     c.model.vocab_size = 56  # forgot the sentinels
     with pytest.raises(ValueError, match=r"56 pieces \+ 12 sentinels\) does not match model.vocab_size=56"):
         train(c, str(tmp_path / "vocab"))
-    os.makedirs(tmp_path / "mlm", exist_ok=True)
+    os.makedirs(tmp_path / "mlm" / "checkpoints" / "1", exist_ok=True)  # a run that saved a step
     (tmp_path / "mlm" / "config.json").write_text(json.dumps({"objective": "mlm", "model": {}}))
     with pytest.raises(ValueError, match="holds a run of objective='mlm'"):
         train(tiny("causal_lm", corpus), str(tmp_path / "mlm"))

@@ -49,3 +49,27 @@ def test_a_save_that_fails_mid_run_stops_the_run_with_one_line(tmp_path):
     assert last.startswith("error: saving the checkpoint of step") and "failed" in last, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     assert (workdir / "checkpoints_kept" / "20").is_dir()  # what was saved before is untouched
+
+
+def test_orbax_writer_thread_reports_are_dropped_and_its_other_errors_lose_their_traceback():
+    import logging
+    import sys
+
+    from plm_jax.quiet_orbax import _OrbaxThreadErrors
+
+    try:
+        raise ValueError("disk gone")
+    except ValueError:
+        exc = sys.exc_info()
+
+    def record(name, message, level=logging.ERROR, path="/x/orbax/checkpoint/_src/futures/future.py"):
+        return logging.LogRecord(name, level, path, 1, message, None, exc)
+
+    keep = _OrbaxThreadErrors().filter
+    assert not keep(record("absl", "[thread=array_type_handler] _SignalingThread.run() raised an exception: x"))
+    assert not keep(record("asyncio", "Task exception was never retrieved\nfuture: <Task ...>"))
+    other = record("absl", "Save Finalize thread (save_finalize) failed.\nmore")
+    assert keep(other) and other.getMessage() == "Save Finalize thread (save_finalize) failed." and not other.exc_info
+    mine = record("plm_jax", "Task exception was never retrieved", path="/x/plm_jax/train/trainer.py")
+    assert keep(mine) and mine.exc_info  # not Orbax's: untouched
+    assert keep(record("absl", "raised an exception", logging.WARNING))

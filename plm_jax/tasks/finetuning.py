@@ -279,6 +279,8 @@ def check_workdir(config: Any, workdir: str) -> None:
                          f"(and --init {workdir} to start from it)")
     for key in ("init", "from_scratch", "tokenizer", "task", "model_overrides", "seed", "train"):
         was, now = saved.get(key), resolved.get(key)
+        if isinstance(was, dict) and isinstance(now, dict):  # keys added since the run started hold their defaults
+            now = {k: v for k, v in now.items() if k in was}
         if key == "train":  # these change how a run reports, not what it computes
             was, now = ({k: v for k, v in d.items() if k not in _HARMLESS} for d in (was or {}, now or {}))
         if was != now:

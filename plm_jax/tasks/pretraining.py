@@ -81,7 +81,8 @@ class PretrainingTask(Task):
         resolved = check_config(config, run)
         os.makedirs(workdir, exist_ok=True)
         self.tokenizer = prepare_tokenizer(config, workdir)
-        run.write_config(resolved)  # once the inputs are checked: a failed first start pins no config
+        # once the inputs are checked; a first start that failed before saving a step pins nothing
+        run.write_config(resolved, replace=not run.has_trained())
 
     def _dataset_args(self) -> dict[str, Any]:
         return dict(batch_size=int(self.config.train.batch_size), seed=int(self.config.seed),
@@ -186,11 +187,13 @@ def check_config(config: Any, run: RunDir) -> dict[str, Any]:
     return resolved
 
 
-# What a resume may change: how the run reports, saves and is laid out, never what it computes.
+# What a resume may change: how the run reports, evaluates, saves and is laid out (grad_accum_steps: the same
+# update in more microbatches, for a smaller machine); train.steps too, to extend a run (the LR decay then
+# stretches from that step on: documented, not bit-exact with a run that had those steps from the start).
 RESUME_SAFE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.eval_at_start",
                "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpoints", "train.profile_steps",
-               "mesh.*", "logical_axis_rules", "model.remat", "model.scan_layers", "model.attention",
-               "data.tfds_data_dir", "bench.*")
+               "train.grad_accum_steps", "mesh.*", "logical_axis_rules", "model.remat", "model.scan_layers",
+               "model.attention", "data.tfds_data_dir", "data.tokenizer_max_docs", "data.eval_mask_rate", "bench.*")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

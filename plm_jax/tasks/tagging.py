@@ -162,8 +162,9 @@ def _tfds_sentences(cfg: ml_collections.ConfigDict, split: str) -> tuple[list[Ta
 
 def load_sentences(cfg: ml_collections.ConfigDict, split: str, seed: int = 0
                    ) -> tuple[list[TaggedSentence], tuple[str, ...]]:
-    """Sentences of split "train"/"eval"/"test" (a subset drawn by `seed` under max_*_examples) and the TFDS tag
-    names (empty for local files)."""
+    """Sentences of split "train"/"eval"/"test" (a subset drawn by `seed` under max_*_examples) and the tag names:
+    the TFDS ClassLabel's, or a local train split's over all its sentences (a rare tag missing from a small subset
+    still gets its label), else empty."""
     validate_tagging_config(cfg)
     if cfg.source == "tfds":
         sentences, names = _tfds_sentences(cfg, split)
@@ -171,7 +172,8 @@ def load_sentences(cfg: ml_collections.ConfigDict, split: str, seed: int = 0
         path = cfg[f"{split}_file"]
         if not path:
             raise UserError(f"task.{split}_file is not set")
-        sentences, names = read_local(path, cfg), ()
+        sentences = read_local(path, cfg)
+        names = label_names_of(cfg, sentences, ()) if split == "train" else ()
     if not sentences:
         raise UserError(f"task {split} split: no sentences")
     limit = int(cfg.max_train_examples if split == "train" else cfg.max_eval_examples)

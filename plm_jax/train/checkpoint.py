@@ -151,26 +151,39 @@ class Checkpointer:
         return max(steps) if steps else None
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any], int] | None:
-        """(state, data, step) of the newest intact checkpoint; None when there is none. A damaged or incomplete
-        step (checksums, or a restore that fails) is reported in one line and moved aside, not deleted."""
-        lost_from = None
+        """(state, data, step) of the newest intact checkpoint; None when none was saved.
+
+        A step whose files fail their checksums (checked by process 0, the verdict shared by every host), or an
+        unsealed step (saved, then killed before its checksums were written) that a single process cannot
+        restore, is reported in one line and moved aside, never deleted; the next older step is tried. An error
+        restoring a step whose checksums hold is not damage (memory, I/O, versions): it is raised as it is.
+        """
+        moved: list[int] = []
         while (step := self.latest_step()) is not None:
             step_dir = os.path.join(str(self.directory), str(step))
-            problem = checksums.damage(step_dir)
+            problem = _shared_verdict(checksums.damage(step_dir) if jax.process_index() == 0 else None)
             if not problem:
                 try:
                     state, data = self.restore(step, abstract_state)
-                    if lost_from is not None:
-                        log.warning("resuming from step %d: %d steps since it are lost with the damaged checkpoint "
-                                    "of step %d", step, lost_from - step, lost_from)
-                    return state, data, step
                 except CheckpointMismatchError:
                     raise  # another model: not damage, and nothing to move
                 except Exception as e:  # noqa: BLE001  (Orbax fails on damaged files in many ways)
+                    if problem is not None or jax.process_count() > 1:
+                        raise  # sealed and intact, or several hosts that could disagree: not ours to judge
                     first_line = str(e).splitlines()[0][:200] if str(e) else ""
-                    problem = f"it does not restore ({type(e).__name__}: {first_line})"
-            lost_from = lost_from if lost_from is not None else step
+                    problem = f"it does not restore ({type(e).__name__}: {first_line}) and has no checksums"
+                else:
+                    if moved:
+                        log.warning("resuming from step %d: %d steps since it are lost with the damaged checkpoint"
+                                    "%s of step %s", step, moved[0] - step, "s" if len(moved) > 1 else "",
+                                    ", ".join(map(str, moved)))
+                    return state, data, step
+            moved.append(step)
             self._move_aside(step, problem)
+        if moved:
+            raise UserError(f"every checkpoint in {self.directory} is damaged (steps {moved}, moved to "
+                            f"{os.path.join(os.path.dirname(str(self.directory)), 'damaged_checkpoints')}); "
+                            "nothing to resume from: start a new --workdir")
         return None
 
     def _move_aside(self, step: int, problem: str) -> None:
@@ -179,7 +192,11 @@ class Checkpointer:
         if jax.process_index() == 0:
             os.makedirs(os.path.dirname(aside), exist_ok=True)
             shutil.move(os.path.join(str(self.directory), str(step)), aside)
-        log.warning("checkpoint %s is damaged: %s; moved it to %s", self.directory / str(step), problem, aside)
+            log.warning("checkpoint %s is damaged: %s; moved it to %s", self.directory / str(step), problem, aside)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"plm_jax checkpoint {step} moved aside")
         self.manager.reload()
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
@@ -247,13 +264,25 @@ class Checkpointer:
 
     def close(self) -> None:
         """Waits for a save in flight; a failed one is raised once, and never leaves a thread to hang the exit."""
+        if self.failed:  # Orbax's threads may still be failing: closing its event loop under them only adds
+            return  # tracebacks ("Event loop is closed"); launch.py exits without waiting for them
         try:
-            if not self.failed:
-                self.wait()
-                self._seal()
+            self.wait()
+            self._seal()
         finally:
             with contextlib.suppress(Exception):
                 self.manager.close()
+
+
+def _shared_verdict(problem: str | None) -> str | None:
+    """Process 0's verdict on a step's checksums (None: unsealed, "": intact, else what is wrong), on every host."""
+    if jax.process_count() == 1:
+        return problem
+    from jax.experimental import multihost_utils
+
+    code = {None: 0, "": 1}.get(problem, 2) if jax.process_index() == 0 else 0
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    return {0: None, 1: ""}.get(code, problem or "its files do not match their checksums (found by process 0)")
 
 
 def tree_equal(a: Any, b: Any) -> bool:

@@ -78,11 +78,7 @@ def check_batch_splits(train_cfg: Any, mesh: Mesh, data_sharding: NamedSharding,
     axes = data_sharding.spec[0] if len(data_sharding.spec) else None
     names = tuple(axes) if isinstance(axes, tuple) else (axes,) if axes else ()
     shards = math.prod(mesh.shape[a] for a in names)
-    sizes = {}
-    if training:
-        accum = int(train_cfg.get("grad_accum_steps", 1))
-        sizes["train.batch_size" + (f" / grad_accum_steps={accum}" if accum > 1 else "")] = (
-            int(train_cfg.batch_size) // accum)
+    sizes = {"train.batch_size": int(train_cfg.batch_size)} if training else {}
     eval_key = "eval_batch_size" if "eval_batch_size" in train_cfg else "batch_size"  # pretraining: one size
     sizes[f"train.{eval_key}"] = int(train_cfg[eval_key])
     for key, size in sizes.items():

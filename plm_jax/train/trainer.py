@@ -35,7 +35,7 @@ log = logging.getLogger("plm_jax")
 
 def train(task: Task, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) `task` in `workdir`, holding its lock (train/lock.py); returns what results.json holds."""
-    with run_lock(workdir, enabled=jax.process_index() == 0):
+    with run_lock(workdir):
         return _train(task, workdir)
 
 
@@ -53,6 +53,7 @@ def _train(task: Task, workdir: str) -> dict[str, Any]:
     best: dict[str, Any] = {}
     position: dict[str, Any] = {}
     if restored is None:
+        writer.truncate_after(-1)  # the records of an earlier start that saved no step are not this run's
         state = setup.init_state(int(task.config.seed))
         log.info("%s: %s parameters, %d steps, mesh %s", task.describe(), f"{state_lib.count_params(state.params):,}",
                  schedule.total_steps, dict(setup.mesh.shape))
@@ -100,8 +101,8 @@ def _train(task: Task, workdir: str) -> dict[str, Any]:
             host_batch = next(batches)  # the device works on the previous step meanwhile (async dispatch)
             data_wait += time.perf_counter() - wait_start
             units_since += task.count(host_batch)
-            state, metrics = setup.train_step(state, to_global(host_batch))
-            pending.append(metrics)
+            state, step_metrics = setup.train_step(state, to_global(host_batch))
+            pending.append(step_metrics)
             step += 1
             bar.update(1)
             if tracing and step == profile[1]:
@@ -110,7 +111,7 @@ def _train(task: Task, workdir: str) -> dict[str, Any]:
                 tracing = False
                 log.info("profile of steps %d-%d written to %s", *profile, os.path.join(workdir, "profile"))
             if step == start_step + 1:  # the first step includes compilation: keep it out of the throughput
-                jax.block_until_ready(metrics)
+                jax.block_until_ready(step_metrics)
                 units_since, time_since, data_wait = 0, time.perf_counter(), 0.0
             end_of_period = step % schedule.eval_every == 0 or step == schedule.total_steps
             if step % schedule.log_every == 0 or end_of_period:
@@ -128,7 +129,7 @@ def _train(task: Task, workdir: str) -> dict[str, Any]:
             saving = ((schedule.checkpoint_every and step % schedule.checkpoint_every == 0)
                       or (end_of_period and schedule.checkpoint_at_eval) or step == schedule.total_steps)
             if end_of_period or saving:  # nothing non-finite is evaluated, kept as best, or saved
-                _check_finite([jax.device_get(metrics)], step, ckpt, train_cfg)
+                _check_finite([jax.device_get(step_metrics)], step, ckpt, train_cfg)
             if end_of_period and has_eval:
                 metrics = evaluate(step)
                 bar.write(f"eval at step {step}: {_fmt(metrics)}")
@@ -142,7 +143,7 @@ def _train(task: Task, workdir: str) -> dict[str, Any]:
                 ckpt.save(step, state, {"step": step, "best": best, **task.position(step)})
         if stop.signal is not None and step < schedule.total_steps:
             if step > start_step:
-                _check_finite([jax.device_get(metrics)], step, ckpt, train_cfg)
+                _check_finite([jax.device_get(step_metrics)], step, ckpt, train_cfg)
             log.warning("signal %d: saving a checkpoint at step %d and exiting", stop.signal, step)
             ckpt.save(step, state, {"step": step, "best": best, **task.position(step)}, force=True)
     finally:
@@ -200,11 +201,14 @@ def _check_finite(fetched: list[dict[str, Any]], first_step: int, ckpt: Checkpoi
                and not math.isfinite(float(metrics[k]))}
         if bad:
             last = ckpt.latest_step()
-            where = (f"the last checkpoint, step {last} in {ckpt.directory}, is intact and a rerun resumes from it"
-                     if last is not None else "no checkpoint was saved")
             found = ", ".join(f"{k} is {v}" for k, v in bad.items())
+            if last is None:
+                where = "no checkpoint was saved: rerun with a lower train.lr (or more warmup) in the same --workdir"
+            else:
+                where = (f"the last checkpoint, step {last} in {ckpt.directory}, is intact; a resume keeps the "
+                         "learning rate, so to go on with a lower train.lr, start a new --workdir")
             raise NonFiniteError(f"{found} at step {first_step + offset} (train.lr={train_cfg.lr}); stopped before "
-                                 f"saving it: {where}. Lower train.lr, or raise train.warmup_* or clip_norm")
+                                 f"saving it: {where}")
 
 
 def keep_best(best: dict[str, Any], step: int, metrics: dict[str, Any], metric: str, best_ckpt: Checkpointer,
