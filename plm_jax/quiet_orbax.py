@@ -5,12 +5,16 @@ asyncio's "Task exception was never retrieved", absl's "_SignalingThread.run() r
 run N Handler Commit operations", "Save Finalize thread failed", up to hundreds of them. The failure itself
 reaches the trainer (train/checkpoint.py raises CheckpointSaveError), which names it in one line. So the
 per-thread reports are dropped, and any other error record that Orbax logs with a traceback keeps its first line
-only: still said, not buried.
+only: still said, not buried. TensorStore's writes that finish after Orbax closed its event loop print
+"RuntimeError: Event loop is closed" through `sys.unraisablehook` (from C, so the traceback holds asyncio's
+frames only); those are dropped too.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import types
 
 _THREAD_REPORTS = ("Task exception was never retrieved", "raised an exception")
 
@@ -38,7 +42,28 @@ class _OrbaxThreadErrors(logging.Filter):
         return True
 
 
+def _is_closed_loop_report(value: BaseException, tb: types.TracebackType | None) -> bool:
+    """A callback from C into a closed asyncio loop: nothing but asyncio in the traceback."""
+    if not isinstance(value, RuntimeError) or str(value) != "Event loop is closed" or tb is None:
+        return False
+    while tb is not None:
+        if "asyncio" not in tb.tb_frame.f_code.co_filename:
+            return False
+        tb = tb.tb_next
+    return True
+
+
+def _drop_closed_loop_reports(hook):  # noqa: ANN001, ANN202  (sys.unraisablehook's signature)
+    def unraisablehook(unraisable) -> None:  # noqa: ANN001
+        if not _is_closed_loop_report(unraisable.exc_value, unraisable.exc_traceback):
+            hook(unraisable)
+
+    return unraisablehook
+
+
 def install() -> None:
-    """Adds the filter to every handler of the root logger (call after logging is configured)."""
+    """Adds the filter to every handler of the root logger (call after logging is configured), and drops
+    the closed-loop reports of TensorStore's late writes from `sys.unraisablehook`."""
     for handler in logging.getLogger().handlers:
         handler.addFilter(_OrbaxThreadErrors())
+    sys.unraisablehook = _drop_closed_loop_reports(sys.unraisablehook)

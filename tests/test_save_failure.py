@@ -73,3 +73,39 @@ def test_orbax_writer_thread_reports_are_dropped_and_its_other_errors_lose_their
     mine = record("plm_jax", "Task exception was never retrieved", path="/x/plm_jax/train/trainer.py")
     assert keep(mine) and mine.exc_info  # not Orbax's: untouched
     assert keep(record("absl", "raised an exception", logging.WARNING))
+
+
+def test_closed_event_loop_reports_from_c_are_dropped_and_every_other_unraisable_is_printed():
+    import asyncio
+
+    from plm_jax.quiet_orbax import _drop_closed_loop_reports
+
+    printed = []
+    hook = _drop_closed_loop_reports(lambda unraisable: printed.append(unraisable.exc_value))
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)  # as TensorStore's done-callback does, from C: only asyncio frames
+    except RuntimeError as e:
+        late_write = e
+    hook(_Unraisable(late_write, _only_asyncio_frames(late_write.__traceback__)))
+    assert printed == []
+    try:
+        raise RuntimeError("Event loop is closed")  # raised by our own code: printed
+    except RuntimeError as e:
+        ours = e
+    hook(_Unraisable(ours, ours.__traceback__))
+    other = ValueError("a bug")
+    hook(_Unraisable(other, None))
+    assert printed == [ours, other]
+
+
+def _only_asyncio_frames(tb):
+    while tb is not None and "asyncio" not in tb.tb_frame.f_code.co_filename:
+        tb = tb.tb_next
+    return tb
+
+
+class _Unraisable:  # the fields of sys.UnraisableHookArgs that the hook reads
+    def __init__(self, value, tb):
+        self.exc_type, self.exc_value, self.exc_traceback = type(value), value, tb
