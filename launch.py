@@ -228,29 +228,39 @@ def compile_only_command(f: flags.FlagValues) -> None:
     print(json.dumps(compile_only(f.config, devices)))
 
 
+INT8_FLAG = _flag(BOOL, "int8", False, "Use int8 weights (per output channel), quantized once from the best "
+                  "checkpoint and kept in best_int8/.")
+
+
 @command("evaluate", "Score a fine-tune's best checkpoint on its eval/test splits (eval_results.json).",
-         _flag(STR, "workdir", None, "The fine-tuning work directory."), usage="--workdir=DIR", jax=True)
+         _flag(STR, "workdir", None, "The fine-tuning work directory."), INT8_FLAG, usage="--workdir=DIR [--int8]",
+         jax=True)
 def evaluate_command(f: flags.FlagValues) -> None:
     from plm_jax import inference
     from plm_jax.evaluate.tables import metrics_table
 
     workdir = _require(f.workdir, "workdir", "evaluate")
-    print(metrics_table(inference.evaluate(workdir)))
-    print(f"written to {os.path.join(workdir, 'eval_results.json')}")
+    results = inference.evaluate(workdir, int8=f.int8)
+    print(metrics_table(results))
+    if f.int8:
+        size = results["_size_on_disk"]
+        print(f"size on disk: best/ {size['float_bytes'] / 1e6:.2f} MB, best_int8/ {size['int8_bytes'] / 1e6:.2f} MB "
+              f"({size['float_bytes'] / max(size['int8_bytes'], 1):.2f}x smaller)")
+    print(f"written to {os.path.join(workdir, 'eval_results_int8.json' if f.int8 else 'eval_results.json')}")
 
 
 @command("predict", "A fine-tune's predictions (labels, answers, translations) for a file of inputs.",
          _flag(STR, "workdir", None, "The fine-tuning work directory."),
          _flag(STR, "input", None, "Texts (.txt/.csv/.tsv/.jsonl), questions (.json/.jsonl) or sentences to "
                "translate (.txt)."),
-         _flag(STR, "output", None, "Predictions: JSONL, or text for a translation run."),
-         usage="--workdir=DIR --input=FILE --output=FILE", jax=True)
+         _flag(STR, "output", None, "Predictions: JSONL, or text for a translation run."), INT8_FLAG,
+         usage="--workdir=DIR --input=FILE --output=FILE [--int8]", jax=True)
 def predict_command(f: flags.FlagValues) -> None:
     from plm_jax import inference
 
     workdir = _require(f.workdir, "workdir", "predict")
     output, input_path = _require(f.output, "output", "predict"), _require(f.input, "input", "predict")
-    n = inference.predict(workdir, input_path, output)
+    n = inference.predict(workdir, input_path, output, int8=f.int8)
     print(f"wrote {n} predictions to {output}")
 
 

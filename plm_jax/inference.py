@@ -12,35 +12,47 @@ import jax
 
 from plm_jax.errors import UserError
 from plm_jax.files import write_atomic
-from plm_jax.run import LoadedRun, load
-from plm_jax.train.rundir import CHECKPOINTS, RunDir
+from plm_jax.run import LoadedRun, int8_dir, load
+from plm_jax.train.rundir import BEST, CHECKPOINTS, RunDir
 
 
-def _finetune(workdir: str, command: str) -> LoadedRun:
+def _finetune(workdir: str, command: str, int8: bool = False) -> LoadedRun:
     """A fine-tune's task and best parameters; a pretraining run or another directory is refused by name."""
     rundir = RunDir(workdir)
     if not rundir.is_finetune() and os.path.isdir(rundir.file(CHECKPOINTS)):
         raise UserError(f"{workdir} is a pretraining run; `{command}` needs a fine-tune (its held-out metrics are "
                          "in metrics.jsonl; `generate` continues text with a causal-LM run)")
     rundir.model_info()  # names a directory that is not a fine-tune
-    return load(workdir)
+    return load(workdir, int8=int8)
 
 
-def evaluate(workdir: str, splits: tuple[str, ...] = ("eval", "test")) -> dict[str, dict[str, Any]]:
-    """Metrics of the best checkpoint on the configured eval (and test, if any) splits; eval_results.json."""
-    run = _finetune(workdir, "evaluate")
+def evaluate(workdir: str, splits: tuple[str, ...] = ("eval", "test"), int8: bool = False
+             ) -> dict[str, dict[str, Any]]:
+    """Metrics of the best checkpoint on the configured eval (and test, if any) splits; eval_results.json
+    (`int8`: of its int8 weights, eval_results_int8.json, with the sizes on disk of both)."""
+    run = _finetune(workdir, "evaluate", int8)
     available = [s for s in splits if s in run.task.eval_splits()]
     if not available:
         raise UserError(f"{workdir}: the task configures none of the splits {splits}")
-    results = {name: run.task.evaluate(run.params, name, run.setup.steps()) for name in available}
+    results: dict[str, Any] = {name: run.task.evaluate(run.params, name, run.setup.steps()) for name in available}
+    if int8:
+        rundir = RunDir(workdir)
+        results["_size_on_disk"] = {"float_bytes": disk_bytes(rundir.file(BEST)),
+                                    "int8_bytes": disk_bytes(int8_dir(rundir))}
     if jax.process_index() == 0:
-        write_atomic(os.path.join(workdir, "eval_results.json"), json.dumps(results, indent=2))
+        name = "eval_results_int8.json" if int8 else "eval_results.json"
+        write_atomic(os.path.join(workdir, name), json.dumps(results, indent=2))
     return results
 
 
-def predict(workdir: str, input_path: str, output_path: str) -> int:
+def disk_bytes(directory: str) -> int:
+    """Bytes of the files under `directory`."""
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(directory) for f in files)
+
+
+def predict(workdir: str, input_path: str, output_path: str, int8: bool = False) -> int:
     """The task's predictions for every input of `input_path` (labels, answers, translations) into output_path."""
-    run = _finetune(workdir, "predict")
+    run = _finetune(workdir, "predict", int8)
     return run.task.predict_file(run.params, run.setup.steps(), input_path, output_path)
 
 

@@ -45,8 +45,9 @@ class LoadedRun:
         return self.task.outputs(self.params, arrays, self.setup.steps())[0]
 
 
-def load(workdir: str) -> LoadedRun:
-    """A fine-tune with its best parameters, or a pretraining run with its latest."""
+def load(workdir: str, int8: bool = False) -> LoadedRun:
+    """A fine-tune with its best parameters, or a pretraining run with its latest. `int8`: the weights as int8
+    (compress/int8.py), quantized once and kept beside the float ones (`best_int8/`)."""
     run = RunDir(workdir)
     if run.is_finetune():
         info = run.model_info()
@@ -61,6 +62,35 @@ def load(workdir: str) -> LoadedRun:
         config = run.load_config(mlm_pretrain_config())  # defaults for keys an older run did not write
         task = task_class(task_name(config))(config)
         which = CHECKPOINTS
-    setup = build_for_inference(task)
-    params, step = run.params(setup.abstract_params, which)
+    setup = build_for_inference(task, int8=int8)
+    params, step = _int8_params(run, setup, which) if int8 else run.params(setup.abstract_params, which)
     return LoadedRun(task, setup, params, step)
+
+
+def int8_dir(run: RunDir, which: str = BEST) -> str:
+    return run.file(f"{which}_int8")
+
+
+def _int8_params(run: RunDir, setup: InferenceSetup, which: str) -> tuple[Any, int]:
+    """The int8 weights of `which`'s latest step: read from `<which>_int8/` when they were saved from that
+    step, else quantized from the float weights and saved there (one step kept, checksummed like any)."""
+    import jax
+
+    from plm_jax.compress.int8 import quantize
+    from plm_jax.train.checkpoint import Checkpointer
+
+    source = Checkpointer(run.file(which), keep=1, use_async=False)
+    try:
+        step = source.latest_step()
+    finally:
+        source.close()
+    saved = Checkpointer(int8_dir(run, which), keep=1, use_async=False)
+    try:
+        if step is not None and saved.latest_step() == step:
+            return saved.restore_params(step, setup.int8.abstract), step
+        params, step = run.params(setup.abstract_params, which)
+        qparams = jax.device_put(quantize(params, setup.int8.logical_names), setup.int8.shardings)
+        saved.save(step, qparams, {"quantized_from": which, "step": step})
+        return qparams, step
+    finally:
+        saved.close()

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import jax
 import numpy as np
 import pytest
 
@@ -72,6 +73,36 @@ def test_predict_labels_new_texts(trained, tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     assert n == 2 and [r["label"] for r in rows] == ["pos", "neg"]
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
+
+
+@pytest.mark.slow
+def test_int8_weights_score_and_predict_like_the_float_ones_and_are_saved_once(trained, tmp_path):
+    workdir, results = trained
+    scored = inference.evaluate(workdir, int8=True)
+    assert abs(scored["eval"]["accuracy"] - results["best"]["metrics"]["accuracy"]) <= 0.02, scored
+    size = scored["_size_on_disk"]
+    assert 0 < size["int8_bytes"] < size["float_bytes"], size
+    saved = json.load(open(os.path.join(workdir, "eval_results_int8.json")))
+    assert saved["eval"]["accuracy"] == scored["eval"]["accuracy"]
+    int8_steps = os.path.join(workdir, "best_int8")
+    step_dir = os.path.join(int8_steps, max(d for d in os.listdir(int8_steps) if d.isdigit()))
+    made = os.path.getmtime(step_dir)
+    run = load(workdir, int8=True)  # read back from best_int8/, not quantized again
+    assert os.path.getmtime(step_dir) == made
+    from plm_jax.compress.int8 import Int8Array
+
+    kernels = [x for x in jax.tree.leaves(run.params, is_leaf=lambda x: isinstance(x, Int8Array))
+               if isinstance(x, Int8Array)]
+    assert kernels and all(str(k.values.dtype) == "int8" for k in kernels)
+    texts = ["the happy cat sees the dog near the river because the cat is old .",
+             "the dark dog likes the cat at the market because the dog is tall ."]
+    (tmp_path / "new.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    inference.predict(workdir, str(tmp_path / "new.txt"), str(tmp_path / "float.jsonl"))
+    inference.predict(workdir, str(tmp_path / "new.txt"), str(tmp_path / "int8.jsonl"), int8=True)
+    floats, int8s = ([json.loads(line) for line in open(tmp_path / f)] for f in ("float.jsonl", "int8.jsonl"))
+    assert [r["label"] for r in int8s] == [r["label"] for r in floats]
+    for a, b in zip(floats, int8s):
+        assert all(abs(a["probabilities"][k] - b["probabilities"][k]) < 0.02 for k in a["probabilities"])
 
 
 @pytest.mark.slow

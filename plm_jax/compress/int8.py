@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 _LEVELS = 127.0  # symmetric: -127..127, so that -w quantizes to -q
 
@@ -101,6 +102,27 @@ def quantize(params: Any, logical_names: Any) -> Any:
         return {p: w if plan[p] is None else quantize_array(w, plan[p]) for p, w in flat_params.items()}
 
     return flax.traverse_util.unflatten_dict(run(flat), sep="/")
+
+
+def abstract_quantized(abstract_params: Any, logical_names: Any, shardings: Any = None) -> Any:
+    """The shapes `quantize` gives (with `shardings` attached when given), computing nothing."""
+    shapes = jax.eval_shape(lambda p: quantize(p, logical_names), abstract_params)
+    if shardings is None:
+        return shapes
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+
+
+def quantized_shardings(param_shardings: Any, abstract_qparams: Any) -> Any:
+    """An int8 weight's values are laid out as the float weight was; its scales as well, except along the input
+    axes, where they have one entry."""
+    def one(sharding: NamedSharding, q: Any) -> Any:
+        if not _is_int8(q):
+            return sharding
+        spec = tuple(sharding.spec) + (None,) * (len(q.values.shape) - len(sharding.spec))
+        scale_spec = PartitionSpec(*(None if q.scale.shape[d] == 1 else spec[d] for d in range(len(spec))))
+        return Int8Array(sharding, NamedSharding(sharding.mesh, scale_spec), q.dtype)
+
+    return jax.tree.map(one, param_shardings, abstract_qparams)
 
 
 def dequantize(qparams: Any) -> Any:

@@ -9,7 +9,8 @@ _SKIP = ("epoch", "total", "HasAns_total", "NoAns_total", "missing")
 
 
 def metrics_table(by_split: Mapping[str, Mapping[str, float]]) -> str:
-    """One row per split, one column per metric."""
+    """One row per split, one column per metric (entries named "_..." are not splits)."""
+    by_split = {split: metrics for split, metrics in by_split.items() if not split.startswith("_")}
     keys: list[str] = []
     for metrics in by_split.values():
         keys += [k for k in metrics if k not in keys and k not in _SKIP and not k.startswith("_")]

@@ -24,6 +24,16 @@ from plm_jax.train.task import Steps, Task
 
 
 @dataclasses.dataclass(frozen=True)
+class Int8Layout:
+    """Inference from int8 weights (compress/int8.py): their abstract tree and shardings, and the logical axis
+    names that decide each weight's channels."""
+
+    abstract: Any
+    shardings: Any
+    logical_names: Any
+
+
+@dataclasses.dataclass(frozen=True)
 class InferenceSetup:
     task: Task
     mesh: Mesh
@@ -32,6 +42,7 @@ class InferenceSetup:
     data_sharding: NamedSharding
     eval_sums: Callable
     predict: Callable
+    int8: Int8Layout | None = None  # set: eval_sums and predict take int8 weights
 
     @property
     def model_cfg(self):
@@ -101,14 +112,25 @@ def build(task: Task, devices: list[jax.Device] | None = None) -> TrainingSetup:
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     train_step, eval_sums, predict = jit_steps(task, tx, schedule, shardings, data_sharding, dropout_key,
                                                accum_steps=int(config.train.grad_accum_steps), rules=rules)
-    return TrainingSetup(task, mesh, abstract.params, shardings.params, data_sharding, eval_sums, predict, tx,
-                         schedule, abstract, shardings, train_step)
+    return TrainingSetup(task, mesh, abstract.params, shardings.params, data_sharding, eval_sums, predict, tx=tx,
+                         schedule=schedule, abstract_state=abstract, state_shardings=shardings, train_step=train_step)
 
 
-def build_for_inference(task: Task, devices: list[jax.Device] | None = None) -> InferenceSetup:
+def build_for_inference(task: Task, devices: list[jax.Device] | None = None, int8: bool = False
+                        ) -> InferenceSetup:
+    """`int8`: the jitted steps take int8 weights (per output channel) and dequantize them inside."""
     mesh, rules = _mesh_and_rules(task, devices)
     abstract, shardings = state_lib.abstract_params(task.model, task.init_inputs, mesh, rules)
     data_sharding = batch_sharding(mesh, rules)
     check_batch_splits(task.config.train, mesh, data_sharding, training=False)
-    eval_sums, predict = jit_eval_steps(task, shardings, data_sharding, rules)
-    return InferenceSetup(task, mesh, abstract, shardings, data_sharding, eval_sums, predict)
+    layout, unpack = None, None
+    if int8:
+        from plm_jax.compress import int8 as int8_lib
+
+        names = state_lib.logical_names(task.model, task.init_inputs)
+        q_shardings = int8_lib.quantized_shardings(shardings, int8_lib.abstract_quantized(abstract, names))
+        layout = Int8Layout(int8_lib.abstract_quantized(abstract, names, q_shardings), q_shardings, names)
+        unpack = int8_lib.dequantize
+    eval_sums, predict = jit_eval_steps(task, layout.shardings if layout else shardings, data_sharding, rules,
+                                        unpack)
+    return InferenceSetup(task, mesh, abstract, shardings, data_sharding, eval_sums, predict, layout)

@@ -55,11 +55,20 @@ def count_params(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
+def _boxed_params(model: nn.Module, init_inputs: dict | tuple) -> Any:
+    args, kwargs = (init_inputs, {}) if isinstance(init_inputs, tuple) else ((), init_inputs)
+    return jax.eval_shape(lambda key: model.init(key, *args, **kwargs)["params"], jax.random.key(0))
+
+
+def logical_names(model: nn.Module, init_inputs: dict | tuple) -> Any:
+    """Each parameter's logical axis names (a PartitionSpec of names), from shapes alone."""
+    return nn.get_partition_spec(_boxed_params(model, init_inputs))
+
+
 def abstract_params(model: nn.Module, init_inputs: dict | tuple, mesh: Mesh, rules: Any) -> tuple[Any, Any]:
     """(abstract parameters with shardings attached, their shardings): what restoring for inference needs, with
     no optimizer built."""
-    args, kwargs = (init_inputs, {}) if isinstance(init_inputs, tuple) else ((), init_inputs)
-    boxed = jax.eval_shape(lambda key: model.init(key, *args, **kwargs)["params"], jax.random.key(0))
+    boxed = _boxed_params(model, init_inputs)
     shardings = logical_to_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
                             shardings)

@@ -105,13 +105,18 @@ def jit_steps(
 
 
 def jit_eval_steps(task: Task, param_shardings: Any, batch_sharding: jax.sharding.NamedSharding,
-                   rules: Sequence[tuple[str, Any]] | None = None) -> tuple[Callable, Callable]:
-    """(eval_sums, predict) without an optimizer: what evaluation and inference need."""
+                   rules: Sequence[tuple[str, Any]] | None = None, unpack: Callable | None = None
+                   ) -> tuple[Callable, Callable]:
+    """(eval_sums, predict) without an optimizer: what evaluation and inference need. `unpack` turns the
+    parameters passed in (int8 weights: compress/int8.py) into the model's inside the jitted function."""
+    unpack = unpack or (lambda p: p)
+
     def jit(fn: Callable) -> Callable:
         return jax.jit(_pinned(fn, batch_sharding, rules), in_shardings=(param_shardings, batch_sharding),
                        out_shardings=_replicated(batch_sharding))
 
-    return (jit(lambda p, b: task.loss_sums(p, b, deterministic=True)), jit(task.predict))
+    return (jit(lambda p, b: task.loss_sums(unpack(p), b, deterministic=True)),
+            jit(lambda p, b: task.predict(unpack(p), b)))
 
 
 def _pinned(fn: Callable, batch_sharding: jax.sharding.NamedSharding, rules: Any) -> Callable:
