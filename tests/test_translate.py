@@ -41,7 +41,7 @@ def _config(tmp_path, tokenizer_path, epochs=12):
     c.model.update(vocab_size=16, hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, max_len=16,
                    dropout_rate=0.0, attention_dropout_rate=0.0, pre_layer_norm=True)
     c.task.update(source="local", train_file=_write_tsv(tmp_path / "train.tsv", _reverse_pairs(2048, 0)),
-                  eval_file=_write_tsv(tmp_path / "dev.tsv", _reverse_pairs(128, 1)),
+                  eval_file=_write_tsv(tmp_path / "dev.tsv", _reverse_pairs(64, 1)),
                   test_file=_write_tsv(tmp_path / "test.tsv", _reverse_pairs(64, 2)),
                   max_source_len=16, max_target_len=16, beam_size=3, on_long="error")
     c.train.update(batch_size=32, eval_batch_size=32, epochs=epochs, lr=5e-3, warmup_frac=0.05, log_every=16,
