@@ -170,7 +170,9 @@ def pretrain_command(f: flags.FlagValues) -> None:
          _flag(STR, "workdir", None, "Work directory: checkpoints, logs, metrics, results.json."),
          _flag(STR, "init", None, "Start from a pretraining run, a Hugging Face BERT directory or `minilm` (sets "
                "config.init)."),
-         config=True, usage="--config=FILE --workdir=DIR", jax=True)
+         _flag(STR, "teacher", None, "Distill from this fine-tuned run: the loss also learns its outputs (sets "
+               "config.distill.teacher; distill.alpha and distill.temperature weigh and soften them)."),
+         config=True, usage="--config=FILE --workdir=DIR [--init=START] [--teacher=RUN]", jax=True)
 def finetune_command(f: flags.FlagValues) -> None:
     from plm_jax.evaluate.tables import results_table
 
@@ -179,6 +181,11 @@ def finetune_command(f: flags.FlagValues) -> None:
         raise UserError("`finetune` got a pretraining config (it has no `task`); use `launch.py pretrain`")
     if f.init is not None:
         config.init = f.init
+    if f.teacher is not None:
+        if "distill" not in config:
+            raise UserError(f"--teacher: task.kind={config.task.kind!r} has no distillation (its config has no "
+                            "`distill`)")
+        config.distill.teacher = f.teacher
     results = _train(config, workdir)
     if "interrupted_at" in results:
         print(f"interrupted at step {results['interrupted_at']}; run the same command to resume")

@@ -94,6 +94,7 @@ def bench_config(name: str, steps: int) -> ml_collections.ConfigDict:
 def finetune_config() -> ml_collections.ConfigDict:
     """Keys of a fine-tuning run (`launch.py finetune`). The model's shape comes from `init`."""
     from plm_jax.tasks.classification import default_task_config
+    from plm_jax.tasks.distillation import default_distill_config
 
     config = ml_collections.ConfigDict()
     config.seed = 0  # head initialisation, dropout and the order of examples
@@ -111,6 +112,7 @@ def finetune_config() -> ml_collections.ConfigDict:
         attention=placeholder(str), scan_layers=placeholder(bool), remat=placeholder(str),
         norm_dtype=placeholder(str)))
     config.task = default_task_config()
+    config.distill = default_distill_config()  # a teacher (a fine-tuned run) whose outputs the loss also learns
     config.task.main_metric = ""  # "" = accuracy (classification), pearson (regression), f1 (qa)
     config.task.classifier_dropout = -1.0  # < 0: the model's dropout_rate, as Hugging Face
     config.train = ml_collections.ConfigDict(

@@ -18,6 +18,7 @@ from plm_jax.evaluate.metrics import classification_metrics, regression_metrics
 from plm_jax.files import write_atomic
 from plm_jax.models.heads import finetune_dummy_inputs, sequence_classifier
 from plm_jax.tasks import classification
+from plm_jax.tasks.distillation_losses import soft_cross_entropy_kl
 from plm_jax.tasks.finetuning import FinetuneTask, Split
 from plm_jax.tasks.starting_point import StartingPoint
 from plm_jax.train.task import Batch, Steps
@@ -111,6 +112,11 @@ class ClassificationTask(FinetuneTask):
 
     def named_outputs(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
         return {"logits": outputs}
+
+    def distill_terms(self, outputs: jax.Array, teacher_outputs: jax.Array, temperature: float) -> jax.Array:
+        if self.regression:  # the teacher's score as a soft target
+            return jnp.square(outputs[:, 0] - teacher_outputs[:, 0])
+        return soft_cross_entropy_kl(outputs, teacher_outputs, temperature)
 
     # ------------------------------------------------------------ scoring and prediction
     def score(self, split: Split, outputs: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
-from plm_jax.tasks import starting_point
+from plm_jax.tasks import distillation, starting_point
 from plm_jax.tasks.starting_point import StartingPoint
 from plm_jax.train.rundir import ModelInfo, RunDir
 from plm_jax.train.task import Batch, Schedule, Steps, Task
@@ -52,6 +53,7 @@ class FinetuneTask(Task):
     target_keys: tuple[str, ...] = ()  # batch fields the loss reads
     default_main_metric = "loss"
     workdir = ""  # the run directory while training (prepare); "" when a finished run is loaded
+    teacher: distillation.Teacher | None = None  # config.distill.teacher: the loss also reads this frozen model
 
     def __init__(self, config: ml_collections.ConfigDict, info: ModelInfo, tokenizer: TextTokenizer,
                  start: StartingPoint | None = None, splits: dict[str, Split] | None = None):
@@ -130,13 +132,23 @@ class FinetuneTask(Task):
         cls.validate(config)
         if workdir is not None:
             check_workdir(config, workdir)
+        distillation.check(config, config.task.kind)  # a bad teacher is named before any data or model is read
         cls.check_data(config)
         start = cls.starting_point(config)
         cls.check_start(config, start)
+        teacher = distillation.resolve(config, config.task.kind, start.tokenizer)  # before any data is read
+        if teacher is not None and cls.distill_terms is FinetuneTask.distill_terms:
+            raise UserError(f"distillation (distill.teacher) is not available for task.kind={config.task.kind!r} "
+                            "yet")
         probe = cls(config, cls.info_for(config, start, ()), start.tokenizer, start)
         train = probe.load_split("train")  # the train split names the labels that the other splits use
         info = cls.info_for(config, start, probe.label_names(train))
         task = cls(config, info, start.tokenizer, start, {"train": train})
+        if teacher is not None:
+            if tuple(teacher.task.info.label_names) != tuple(info.label_names):
+                raise UserError(f"distill.teacher {teacher.run} predicts the labels "
+                                f"{list(teacher.task.info.label_names)}; this task's are {list(info.label_names)}")
+            task.teacher, task.frozen = teacher, teacher.frozen()
         for name in task.configured_splits():
             task.split(name)
         return task
@@ -187,8 +199,21 @@ class FinetuneTask(Task):
         return f"fine-tuning {self.name}{start} on {n} examples"
 
     # ------------------------------------------------------------ pure functions
-    def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None):
-        return self.sums(self.forward(params, batch, deterministic, rngs), batch)
+    def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None,
+                  frozen: Any = None) -> dict[str, jax.Array]:
+        outputs = self.forward(params, batch, deterministic, rngs)
+        sums = self.sums(outputs, batch)
+        if frozen is None:
+            return sums
+        teacher = self.teacher
+        teacher_outputs = jax.lax.stop_gradient(teacher.task.forward(frozen, batch, True))
+        distill_sum = jnp.sum(self.distill_terms(outputs, teacher_outputs, teacher.temperature)
+                              * batch["example_weights"])
+        return {**sums, "loss_sum": (1.0 - teacher.alpha) * sums["loss_sum"] + teacher.alpha * distill_sum}
+
+    def distill_terms(self, outputs: Any, teacher_outputs: Any, temperature: float) -> jax.Array:
+        """The distillation term per example (tasks/distillation.py): B. Tasks without one refuse a teacher."""
+        raise NotImplementedError
 
     def predict(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
         """The outputs, and the loss sums when the batch has targets: one forward pass for both."""

@@ -66,7 +66,8 @@ class TrainingSetup(InferenceSetup):
     schedule: optax.Schedule = None
     abstract_state: state_lib.TrainState = None
     state_shardings: state_lib.TrainState = None
-    train_step: Callable = None
+    train_step: Callable = None  # (state, batch, *frozen_args) -> (state, metrics)
+    frozen_args: tuple = ()  # (the task's frozen parameters,) when it has a teacher: the train step's 3rd argument
 
     def init_state(self, seed: int) -> state_lib.TrainState:
         """Each device computes its own shards of the fresh state; the task then grafts its starting point."""
@@ -110,10 +111,17 @@ def build(task: Task, devices: list[jax.Device] | None = None) -> TrainingSetup:
     data_sharding = batch_sharding(mesh, rules)
     check_batch_splits(config.train, mesh, data_sharding)
     dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    frozen_shardings, frozen_args = None, ()
+    if task.frozen is not None:  # a teacher: its parameters on this mesh, by the same rules
+        frozen_abstract, frozen_shardings = state_lib.abstract_params(task.frozen.model, task.frozen.init_inputs,
+                                                                      mesh, rules)
+        frozen_args = (task.frozen.load(frozen_abstract),)
     train_step, eval_sums, predict = jit_steps(task, tx, schedule, shardings, data_sharding, dropout_key,
-                                               accum_steps=int(config.train.grad_accum_steps), rules=rules)
+                                               accum_steps=int(config.train.grad_accum_steps), rules=rules,
+                                               frozen_shardings=frozen_shardings)
     return TrainingSetup(task, mesh, abstract.params, shardings.params, data_sharding, eval_sums, predict, tx=tx,
-                         schedule=schedule, abstract_state=abstract, state_shardings=shardings, train_step=train_step)
+                         schedule=schedule, abstract_state=abstract, state_shardings=shardings, train_step=train_step,
+                         frozen_args=frozen_args)
 
 
 def build_for_inference(task: Task, devices: list[jax.Device] | None = None, int8: bool = False

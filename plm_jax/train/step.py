@@ -55,6 +55,7 @@ def accumulate_grads(sums_fn: Callable, params: Any, batch: Batch, rng: jax.Arra
 def train_step(
     state: TrainState,
     batch: Batch,
+    frozen: Any = None,
     *,
     task: Task,
     tx: optax.GradientTransformation,
@@ -62,9 +63,11 @@ def train_step(
     dropout_key: jax.Array,
     accum_steps: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One AdamW update on the mean loss over the whole batch."""
+    """One AdamW update on the mean loss over the whole batch. `frozen`: parameters the loss reads but that are
+    not trained (a teacher's); no gradient is taken with respect to them."""
     def loss_sum_fn(p: Any, micro: Batch, key: jax.Array):
-        sums = task.loss_sums(p, micro, deterministic=False, rngs={"dropout": key})
+        extra = {} if frozen is None else {"frozen": frozen}
+        sums = task.loss_sums(p, micro, deterministic=False, rngs={"dropout": key}, **extra)
         return sums["loss_sum"], sums
 
     rng = jax.random.fold_in(dropout_key, state.step)
@@ -89,14 +92,19 @@ def jit_steps(
     dropout_key: jax.Array,
     accum_steps: int = 1,
     rules: Sequence[tuple[str, Any]] | None = None,
+    frozen_shardings: Any = None,
 ) -> tuple[Callable, Callable, Callable]:
     """(train, eval_sums, predict): the train step with explicit shardings and donated state; the evaluation
     steps with replicated outputs, so that every host can compute metrics. With `rules`, activations are pinned
     by their logical names as well (parallel/sharding.py `constrain`)."""
+    def step(s: TrainState, b: Batch, *frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        return train_step(s, b, *frozen, task=task, tx=tx, schedule=schedule, dropout_key=dropout_key,
+                          accum_steps=accum_steps)
+
+    frozen_in = () if frozen_shardings is None else (frozen_shardings,)  # a teacher: an argument, never donated
     train = jax.jit(
-        _pinned(lambda s, b: train_step(s, b, task=task, tx=tx, schedule=schedule, dropout_key=dropout_key,
-                                        accum_steps=accum_steps), batch_sharding, rules),
-        in_shardings=(state_shardings, batch_sharding),
+        _pinned(step, batch_sharding, rules),
+        in_shardings=(state_shardings, batch_sharding, *frozen_in),
         out_shardings=(state_shardings, _replicated(batch_sharding)),
         donate_argnums=0,
     )

@@ -51,6 +51,18 @@ class Steps:
     data_sharding: jax.sharding.NamedSharding
 
 
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    """A model whose parameters the loss reads but never trains (a distillation teacher): the trainer places them
+    on the mesh by the same rules as the trained ones and passes them to the jitted train step as an argument,
+    outside the train state (no gradient, no optimizer state, not checkpointed)."""
+
+    model: nn.Module
+    init_inputs: tuple | dict
+    load: Callable[[Any], Any]  # abstract parameters (shapes + shardings) -> the parameters
+    description: str = ""
+
+
 class Task:
     """Subclasses set the attributes in `__init__` and implement the methods that raise NotImplementedError."""
 
@@ -61,6 +73,7 @@ class Task:
     host_local_batches: bool = False  # train batches hold this process's rows only (else every host's rows)
     plot_keys: tuple[str, ...] = ("loss",)
     plot_title: str = ""
+    frozen: Frozen | None = None  # set: loss_sums receives its parameters as `frozen` while training
 
     config: Any
     model_cfg: TransformerConfig
@@ -70,9 +83,10 @@ class Task:
     optimizer_config: Any  # train.* with `steps` and `warmup_steps` resolved (optimizer.make_optimizer)
 
     # ------------------------------------------------------------ pure functions (traced inside jit)
-    def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None
-                  ) -> dict[str, jax.Array]:
-        """{"loss_sum", "weight_sum"[, "correct_sum"]}: the loss summed over the batch's weighted targets."""
+    def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None,
+                  frozen: Any = None) -> dict[str, jax.Array]:
+        """{"loss_sum", "weight_sum"[, "correct_sum"]}: the loss summed over the batch's weighted targets.
+        `frozen`: the parameters of `self.frozen` (train steps only; evaluation scores the task's own loss)."""
         raise NotImplementedError
 
     def predict(self, params: Any, batch: Batch) -> dict[str, jax.Array]:

@@ -101,7 +101,7 @@ def _train(task: Task, workdir: str) -> dict[str, Any]:
             host_batch = next(batches)  # the device works on the previous step meanwhile (async dispatch)
             data_wait += time.perf_counter() - wait_start
             units_since += task.count(host_batch)
-            state, step_metrics = setup.train_step(state, to_global(host_batch))
+            state, step_metrics = setup.train_step(state, to_global(host_batch), *setup.frozen_args)
             pending.append(step_metrics)
             step += 1
             bar.update(1)

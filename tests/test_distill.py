@@ -1,0 +1,104 @@
+"""Task distillation through the one trainer: the teacher is a frozen argument of the train step (no gradient, no
+optimizer state, not checkpointed), the loss mixes the labels with the teacher's softened outputs (checked against
+numpy), and a teacher the student cannot read (tokenizer, kind, labels) is refused in one line."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from scipy.special import log_softmax, softmax
+
+from plm_jax.config_base import finetune_config
+from plm_jax.data.tokenizer import train_tokenizer
+from plm_jax.errors import UserError
+from plm_jax.run import build_task, train
+from plm_jax.train.setup import build
+from tests import corpus
+
+VOCAB = 60
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    base = tmp_path_factory.mktemp("distill")
+    train_tokenizer(corpus.documents(500), VOCAB, base / "spm.model")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 512), ("eval", 96)):
+        corpus.write_sentiment_csv(base / f"{split}.csv", n, rng)
+    workdir = str(base / "teacher")
+    results = train(_config(base, hidden_size=32, num_layers=2, epochs=6), workdir)
+    return base, workdir, results
+
+
+def _config(base, hidden_size, num_layers, epochs, **distill):
+    c = finetune_config()
+    c.tokenizer = str(base / "spm.model")
+    c.model.update(vocab_size=VOCAB, hidden_size=hidden_size, num_layers=num_layers, num_heads=2,
+                   mlp_dim=2 * hidden_size, max_len=64)
+    c.task.update(source="local", train_file=str(base / "train.csv"), eval_file=str(base / "eval.csv"), seq_len=60)
+    c.train.update(batch_size=32, epochs=epochs, lr=3e-3, warmup_frac=0.1, log_every=4, async_checkpoints=False)
+    c.distill.update(**distill)
+    return c
+
+
+@pytest.mark.slow
+def test_the_student_learns_from_a_frozen_teacher_that_is_never_trained_or_saved(teacher):
+    base, teacher_dir, teacher_results = teacher
+    assert teacher_results["best"]["metrics"]["accuracy"] >= 0.9, teacher_results["best"]
+    config = _config(base, hidden_size=32, num_layers=1, epochs=6, teacher=teacher_dir, alpha=0.7, temperature=2.0)
+    task = build_task(config, str(base / "student"))
+    setup = build(task)
+    teacher_params = setup.frozen_args[0]
+    student_leaves = jax.tree.leaves(setup.abstract_state.params)
+    # the optimizer holds the student's moments only; the teacher is an argument of the step
+    moments = [x for x in jax.tree.leaves(setup.abstract_state.opt_state) if x.shape]
+    assert len(moments) == 2 * len(student_leaves)  # AdamW's mu and nu of the 1-layer student, none of the teacher
+    assert len(jax.tree.leaves(teacher_params)) > len(student_leaves)  # the 2-layer teacher
+
+    # the loss on one batch: (1 - alpha) * cross-entropy + alpha * T^2 KL(teacher || student), from numpy
+    state = setup.init_state(0)
+    batch = task.batch(task.splits["train"].arrays, np.arange(32))
+    sums = jax.jit(lambda p, f, b: task.loss_sums(p, b, deterministic=True, frozen=f))(state.params, teacher_params,
+                                                                                     batch)
+    s_logits = np.asarray(task.forward(state.params, batch, True))
+    t_logits = np.asarray(task.teacher.task.forward(teacher_params, batch, True))
+    ce = -log_softmax(s_logits, -1)[np.arange(32), batch["labels"]]
+    p_t = softmax(t_logits / 2.0, -1)
+    kd = 4.0 * np.sum(p_t * (np.log(p_t) - log_softmax(s_logits / 2.0, -1)), -1)
+    np.testing.assert_allclose(float(sums["loss_sum"]), np.sum(0.3 * ce + 0.7 * kd), rtol=1e-4)
+    plain = task.loss_sums(state.params, batch, deterministic=True)  # evaluation: the task's own loss
+    np.testing.assert_allclose(float(plain["loss_sum"]), ce.sum(), rtol=1e-4)
+
+    before = jax.tree.map(np.asarray, teacher_params)
+    results = train(config, str(base / "student"))
+    assert results["best"]["metrics"]["accuracy"] >= 0.75, results["best"]
+    after = jax.tree.map(np.asarray, build(build_task(config, str(base / "student"))).frozen_args[0])
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    saved = json.load(open(os.path.join(base, "student", "config.json")))
+    assert saved["distill"]["teacher"] == teacher_dir
+    from plm_jax.run import load
+
+    student = load(str(base / "student"))
+    assert [x.shape for x in jax.tree.leaves(student.params)] == [x.shape for x in student_leaves]
+
+
+@pytest.mark.slow
+def test_a_teacher_the_student_cannot_read_is_refused_in_one_line(teacher, tmp_path):
+    base, teacher_dir, _ = teacher
+    train_tokenizer(corpus.documents(400), VOCAB, tmp_path / "other.model")
+    other = _config(base, hidden_size=16, num_layers=1, epochs=1, teacher=teacher_dir)
+    other.tokenizer = str(tmp_path / "other.model")
+    with pytest.raises(UserError, match="uses another tokenizer"):
+        build_task(other, str(tmp_path / "a"))
+    regression = _config(base, hidden_size=16, num_layers=1, epochs=1, teacher=teacher_dir)
+    regression.task.kind = "regression"
+    with pytest.raises(UserError, match="is a classification fine-tune; this run is regression"):
+        build_task(regression, str(tmp_path / "b"))
+    with pytest.raises(UserError, match=r"distill.alpha=1.5 must be in \[0, 1\]"):
+        build_task(_config(base, 16, 1, 1, teacher=teacher_dir, alpha=1.5), str(tmp_path / "c"))
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        build_task(_config(base, 16, 1, 1, teacher=str(tmp_path / "nope")), str(tmp_path / "d"))
+    with pytest.raises(UserError, match="not a fine-tuned plm_jax run"):
+        build_task(_config(base, 16, 1, 1, teacher=str(tmp_path)), str(tmp_path / "e"))
