@@ -4,6 +4,7 @@ numpy), and a teacher the student cannot read (tokenizer, kind, labels) is refus
 
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -13,7 +14,10 @@ from scipy.special import log_softmax, softmax
 from plm_jax.config_base import finetune_config
 from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.errors import UserError
-from plm_jax.run import build_task, train
+from plm_jax.run import build_task, load, train
+from plm_jax.tasks import finetuning as fdata
+from plm_jax.train.checkpoint import tree_equal
+from plm_jax.train.rundir import RunDir
 from plm_jax.train.setup import build
 from tests import corpus
 
@@ -43,16 +47,26 @@ def _config(base, hidden_size, num_layers, epochs, **distill):
     return c
 
 
+def _student_config(base, teacher_dir, **changes):
+    return _config(base, hidden_size=32, num_layers=1, epochs=6, teacher=teacher_dir, alpha=0.7, temperature=2.0,
+                   **changes)
+
+
+@pytest.fixture(scope="module")
+def student(teacher):
+    base, teacher_dir, _ = teacher
+    workdir = str(base / "student")
+    return workdir, train(_student_config(base, teacher_dir), workdir)
+
+
 @pytest.mark.slow
-def test_the_student_learns_from_a_frozen_teacher_that_is_never_trained_or_saved(teacher):
+def test_the_teacher_is_an_argument_of_the_step_and_the_loss_mixes_labels_and_teacher(teacher):
     base, teacher_dir, teacher_results = teacher
     assert teacher_results["best"]["metrics"]["accuracy"] >= 0.9, teacher_results["best"]
-    config = _config(base, hidden_size=32, num_layers=1, epochs=6, teacher=teacher_dir, alpha=0.7, temperature=2.0)
-    task = build_task(config, str(base / "student"))
+    task = build_task(_student_config(base, teacher_dir))
     setup = build(task)
     teacher_params = setup.frozen_args[0]
     student_leaves = jax.tree.leaves(setup.abstract_state.params)
-    # the optimizer holds the student's moments only; the teacher is an argument of the step
     moments = [x for x in jax.tree.leaves(setup.abstract_state.opt_state) if x.shape]
     assert len(moments) == 2 * len(student_leaves)  # AdamW's mu and nu of the 1-layer student, none of the teacher
     assert len(jax.tree.leaves(teacher_params)) > len(student_leaves)  # the 2-layer teacher
@@ -70,18 +84,67 @@ def test_the_student_learns_from_a_frozen_teacher_that_is_never_trained_or_saved
     np.testing.assert_allclose(float(sums["loss_sum"]), np.sum(0.3 * ce + 0.7 * kd), rtol=1e-4)
     plain = task.loss_sums(state.params, batch, deterministic=True)  # evaluation: the task's own loss
     np.testing.assert_allclose(float(plain["loss_sum"]), ce.sum(), rtol=1e-4)
+    # no gradient reaches the teacher
+    grads = jax.grad(lambda f: task.loss_sums(state.params, batch, deterministic=True, frozen=f)["loss_sum"])(
+        teacher_params)
+    assert not any(np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
 
-    before = jax.tree.map(np.asarray, teacher_params)
-    results = train(config, str(base / "student"))
+
+@pytest.mark.slow
+def test_the_student_learns_and_the_teacher_is_neither_changed_nor_saved(teacher, student):
+    base, teacher_dir, _ = teacher
+    workdir, results = student
     assert results["best"]["metrics"]["accuracy"] >= 0.75, results["best"]
-    after = jax.tree.map(np.asarray, build(build_task(config, str(base / "student"))).frozen_args[0])
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
-    saved = json.load(open(os.path.join(base, "student", "config.json")))
+    setup = build(build_task(_student_config(base, teacher_dir)))
+    reloaded = jax.tree.map(np.asarray, setup.frozen_args[0])
+    original, _ = RunDir(teacher_dir).params(
+        build(build_task(_config(base, hidden_size=32, num_layers=2, epochs=6))).abstract_state.params)
+    assert tree_equal(reloaded, jax.tree.map(np.asarray, original))
+    saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["distill"]["teacher"] == teacher_dir
-    from plm_jax.run import load
+    shapes = [x.shape for x in jax.tree.leaves(load(workdir).params)]
+    assert shapes == [x.shape for x in jax.tree.leaves(setup.abstract_state.params)]  # the student's alone
 
-    student = load(str(base / "student"))
-    assert [x.shape for x in jax.tree.leaves(student.params)] == [x.shape for x in student_leaves]
+
+@pytest.mark.slow
+def test_a_distillation_resumed_after_sigterm_equals_an_uninterrupted_one(teacher, student, monkeypatch):
+    base, teacher_dir, _ = teacher
+    workdir, results = student
+    resumed = str(base / "student_resumed")
+    real_rows = fdata.train_rows
+
+    def rows_then_sigterm(seed, step, *args):
+        if step == 37:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_rows(seed, step, *args)
+
+    monkeypatch.setattr(fdata, "train_rows", rows_then_sigterm)
+    assert train(_student_config(base, teacher_dir), resumed)["interrupted_at"] == 38
+    monkeypatch.setattr(fdata, "train_rows", real_rows)
+    assert train(_student_config(base, teacher_dir), resumed)["best"] == results["best"]
+    assert tree_equal(load(workdir).params, load(resumed).params)
+
+
+@pytest.mark.slow
+def test_teacher_and_student_sharded_over_8_devices_equal_one_device(teacher):
+    base, teacher_dir, _ = teacher
+    finals = []
+    for mesh, devices in ((dict(data=2, fsdp=4, tensor=1), None), (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])):
+        config = _student_config(base, teacher_dir)
+        config.mesh.update(**mesh)
+        task = build_task(config)
+        setup = build(task, devices)
+        split = [x for x in jax.tree.leaves(setup.frozen_args[0]) if x.sharding.shard_shape(x.shape) != x.shape]
+        assert bool(split) == (devices is None)  # on 8 devices the teacher is sharded by the rules
+        state = setup.init_state(0)
+        for step in range(3):
+            batch = task.batch(task.splits["train"].arrays, task.train_rows(step))
+            state, metrics = setup.train_step(state, setup.to_global(batch), *setup.frozen_args)
+        finals.append((jax.tree.map(np.asarray, state.params), float(metrics["loss"])))
+    (eight, loss8), (one, loss1) = finals
+    np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.slow
