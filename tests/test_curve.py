@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.run import train
 from plm_jax.sweep.report import write_report
 from plm_jax.sweep.spec import SweepError, expand, load_sweep
 from tests import corpus
@@ -111,21 +113,14 @@ def test_a_tiny_curve_runs_from_a_pretraining_run_and_from_random_init(tmp_path)
     for split, n in (("train", 160), ("eval", 64), ("test", 64)):
         corpus.write_sentiment_csv(tmp_path / f"{split}.csv", n, rng)
     text = corpus.write_corpus(tmp_path / "corpus.txt", 200)
-    pretrain = tmp_path / "pretrain.py"
-    pretrain.write_text(
-        "from plm_jax.config_base import mlm_pretrain_config\n"
-        "def get_config():\n"
-        "    c = mlm_pretrain_config()\n"
-        "    c.model.update(vocab_size=56, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, max_len=64)\n"
-        f"    c.data.update(source='text', paths=({text!r},), seq_len=64, shuffle_buffer=64)\n"
-        "    c.train.update(batch_size=16, steps=6, lr=3e-3, warmup_steps=2, log_every=3, eval_every=6,\n"
-        "                   eval_batches=1, checkpoint_every=6, async_checkpoints=False)\n"
-        "    return c\n")
-    env = {**os.environ, "PYTHONPATH": REPO}
+    pretrain = mlm_pretrain_config()  # in this process: the sweep below is the part that runs launch.py
+    pretrain.model.update(vocab_size=56, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, max_len=64)
+    pretrain.data.update(source="text", paths=(text,), seq_len=64, shuffle_buffer=64)
+    pretrain.train.update(batch_size=16, steps=6, lr=3e-3, warmup_steps=2, log_every=3, eval_every=6,
+                          eval_batches=1, checkpoint_every=6, async_checkpoints=False)
     run = tmp_path / "tiny"
-    done = subprocess.run([sys.executable, os.path.join(REPO, "launch.py"), "pretrain", f"--config={pretrain}",
-                           f"--workdir={run}"], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train(pretrain, str(run))
+    env = {**os.environ, "PYTHONPATH": REPO}
     settings = (f"local,pretrained={run},minilm=0,sizes=32,seeds=1,task.text_a=sentence,"
                 f"task.train_file={tmp_path / 'train.csv'},task.eval_file={tmp_path / 'eval.csv'},"
                 f"task.test_file={tmp_path / 'test.csv'},task.seq_len=48,train.min_steps=8,train.lr=3e-3")

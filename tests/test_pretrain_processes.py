@@ -47,7 +47,8 @@ def test_two_processes_equal_one_and_resume(setup, uninterrupted):  # noqa: F811
     uninterrupted 2-process run ended, bit for bit."""
     base, corpus, config_path = setup
     workdir = str(base / "two_processes")
-    outs = _finish(_launch_processes(config_path, workdir, port=29400 + os.getpid() % 500))
+    every = f"--config.train.checkpoint_every={STEPS // 2}"  # the resume below needs step 40 only: fewer saves
+    outs = _finish(_launch_processes(config_path, workdir, 29400 + os.getpid() % 500, every))
     assert "process 0 of 2; 4 local and 8 global devices" in outs[0]
     two, two_data = _final_state(workdir, corpus)
     reference, reference_data = _final_state(uninterrupted[0], corpus)
@@ -61,7 +62,7 @@ def test_two_processes_equal_one_and_resume(setup, uninterrupted):  # noqa: F811
     for step in os.listdir(os.path.join(workdir, "checkpoints")):
         if step.isdigit() and int(step) > STEPS // 2:
             shutil.rmtree(os.path.join(workdir, "checkpoints", step))
-    outs = _finish(_launch_processes(config_path, workdir, port=29900 + os.getpid() % 500))
+    outs = _finish(_launch_processes(config_path, workdir, 29900 + os.getpid() % 500, every))
     assert f"at step {STEPS // 2}" in outs[0]
     resumed, _ = _final_state(workdir, corpus)
     assert tree_equal(resumed, two)

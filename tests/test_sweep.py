@@ -262,7 +262,7 @@ def test_a_minutes_budget_times_the_config_once_and_records_its_steps(files, tmp
 
         def get_config():
             return Sweep(name="minutes", finetune={{}}, pretrain=Stage({str(files / 'pretrain.py')!r}), seeds=1,
-                         budget=Budget(minutes=0.1))
+                         budget=Budget(minutes=0.05))
         """))
     workdir = tmp_path / "sweep"
     out = _launch("sweep", str(path), f"--workdir={workdir}")
