@@ -159,6 +159,10 @@ def test_a_teacher_the_student_cannot_read_is_refused_in_one_line(teacher, tmp_p
     regression.task.kind = "regression"
     with pytest.raises(UserError, match="is a classification fine-tune; this run is regression"):
         build_task(regression, str(tmp_path / "b"))
+    longer = _config(base, hidden_size=16, num_layers=1, epochs=1, teacher=teacher_dir)
+    longer.model.max_len, longer.task.seq_len = 128, 100
+    with pytest.raises(UserError, match="task.seq_len=100 exceeds distill.teacher .* max_len=64"):
+        build_task(longer, str(tmp_path / "f"))
     with pytest.raises(UserError, match=r"distill.alpha=1.5 must be in \[0, 1\]"):
         build_task(_config(base, 16, 1, 1, teacher=teacher_dir, alpha=1.5), str(tmp_path / "c"))
     with pytest.raises(FileNotFoundError, match="no such directory"):

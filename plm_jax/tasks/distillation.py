@@ -67,6 +67,10 @@ def check(config: ml_collections.ConfigDict, kind: str) -> tuple[RunDir, Any] | 
     info = rundir.model_info()
     if info.kind != kind:
         raise UserError(f"distill.teacher {run} is a {info.kind} fine-tune; this run is {kind}")
+    seq_len = int(config.task.get("seq_len", 0))
+    if seq_len > info.model_cfg.max_len:
+        raise UserError(f"task.seq_len={seq_len} exceeds distill.teacher {run}'s max_len={info.model_cfg.max_len}: "
+                        "the teacher reads the student's inputs")
     return rundir, info
 
 
