@@ -204,9 +204,9 @@ def tokenizer_command(f: flags.FlagValues) -> None:
     output = _require(f.output, "output", "tokenizer")
     if os.path.exists(output) and not f.overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")
-    docs, pieces = task_class(task_name(f.config)).tokenizer_text(f.config)
-    tok = train_tokenizer(docs, pieces, output, seed=f.config.seed, overwrite=f.overwrite)
-    print(f"wrote {output}: {tok.vocab_size} pieces")
+    docs, pieces, options = task_class(task_name(f.config)).tokenizer_text(f.config)
+    tok = train_tokenizer(docs, pieces, output, seed=f.config.seed, overwrite=f.overwrite, **options)
+    print(f"wrote {output}: {tok.vocab_size} pieces, byte fallback {'on' if tok.byte_fallback else 'off'}")
 
 
 @command("bench", "Train-step throughput, MFU, compile time and peak memory on synthetic batches (config.bench).",

@@ -116,3 +116,42 @@ def test_load_errors_are_clear(tmp_path):
 def test_tokenizer_from_bytes_checks_layout():
     with pytest.raises(ValueError, match="not a SentencePiece model"):
         Tokenizer(b"\x01\x02")
+
+
+RARE = "„Zitat“ #1 \\ {a} & $5 | ~ ^ é ’ « » ☃"  # characters the training text below never holds
+
+
+def _german_like(n: int) -> list[str]:
+    rng = random.Random(3)
+    words = ["".join(rng.choice("abcdefghiklmnoprstuwzäöüß") for _ in range(rng.randint(2, 10))) for _ in range(3000)]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 20))).capitalize() + "." for _ in range(n)]
+
+
+def test_byte_fallback_spells_unseen_characters(tmp_path, caplog):
+    """From MIN_BYTE_FALLBACK_VOCAB pieces up, characters the vocabulary lacks become bytes, never [UNK]: the
+    text round-trips exactly, in Python and in tf.data alike (issue 21: German „ and `# \\ { } & $` were [UNK])."""
+    with caplog.at_level("INFO"):
+        tok = train_tokenizer(_german_like(6000), 1100, tmp_path / "bytes.model")
+    assert tok.byte_fallback
+    assert any("0 of the training text's" in r.getMessage() for r in caplog.records)
+    ids = tok.encode(RARE)
+    assert tok.unk_id not in ids
+    assert tok.decode(ids) == RARE
+    assert tok.tf_tokenize(tf.constant([RARE])).to_list() == [ids]
+    off = train_tokenizer(_german_like(6000), 1100, tmp_path / "off.model", byte_fallback=False)
+    assert not off.byte_fallback and off.unk_id in off.encode(RARE)
+
+
+def test_small_vocabulary_goes_without_byte_fallback_and_unknowns_warn(tmp_path, caplog):
+    text = [line + " ☃" * (i % 4 == 0) for i, line in enumerate(synthetic_corpus(400))]  # 100 rare ☃
+    with caplog.at_level("INFO"):
+        tok = train_tokenizer(text, 200, tmp_path / "small.model", character_coverage=0.98)
+    assert not tok.byte_fallback
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert any(level == "WARNING" and "without byte fallback" in m for level, m in messages)
+    unknown, total = tok.unknown_share(text)
+    assert unknown >= 100 and total > unknown
+    share_lines = [(level, m) for level, m in messages if "are [UNK]" in m]
+    assert share_lines[0][0] == "WARNING" and f"{unknown} of the training text's {total} pieces" in share_lines[0][1]
+    with pytest.raises(ValueError, match="character_coverage"):
+        train_tokenizer(text, 200, tmp_path / "bad.model", character_coverage=1.5)

@@ -193,3 +193,22 @@ def test_translation_beam_search_split_over_the_data_axes_gives_the_same_tokens(
     # the compiled search really splits the rows: each device's program takes 1 of the 8 source rows
     compiled = split._run.lower(split.params, *(jax.device_put(a, data_sharding) for a in (src, seg, pos))).compile()
     assert "s32[1,9]" in compiled.as_text() and "s32[8,9]" not in compiled.as_text()
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_translation_never_generates_a_banned_id(beam_size):
+    """Translation bans [UNK] (issue 21: test translations held runs of ' ⁇ '): the token a model generates most
+    is never generated once banned, in greedy and beam search alike."""
+    from plm_jax.models.generation import Seq2SeqGenerator
+
+    params = _params(EncoderDecoder(SEQ2SEQ), seq2seq_dummy_inputs(SEQ2SEQ, 1, 9, 7))
+    params = jax.tree.map(lambda x: x * 30, params)
+    src, seg = np.asarray(_ids(6, (8, 9))), np.ones((8, 9), np.int32)
+    pos = np.tile(np.arange(9, dtype=np.int32), (8, 1))
+    settings = dict(max_len=7, bos_id=1, eos_id=2, beam_size=beam_size)
+    free = Seq2SeqGenerator(SEQ2SEQ, params, **settings)(src, seg, pos)
+    ids, counts = np.unique(free[(free != 2) & (free != 0)], return_counts=True)  # not EOS or padding
+    favourite = int(ids[np.argmax(counts)])
+    assert counts.max() >= 4  # the ban below has something to remove
+    banned = Seq2SeqGenerator(SEQ2SEQ, params, **settings, banned_ids=(favourite,))(src, seg, pos)
+    assert favourite not in banned and banned.shape == free.shape

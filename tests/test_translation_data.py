@@ -58,7 +58,8 @@ def test_default_config_keys():
     assert sorted(cfg.keys()) == sorted(
         ["kind", "source", "tfds_name", "tfds_data_dir", "train_split", "eval_split", "test_split", "source_lang",
          "target_lang", "train_file", "eval_file", "test_file", "source_field", "target_field", "max_source_len",
-         "max_target_len", "on_long", "max_train_examples", "max_eval_examples", "encoding"])
+         "max_target_len", "on_long", "max_train_examples", "max_eval_examples", "encoding", "character_coverage",
+         "byte_fallback"])
     assert (cfg.kind, cfg.source, cfg.on_long, cfg.max_source_len, cfg.max_target_len) == (
         "translation", "local", "truncate", 128, 128)
     validate_translation_config(cfg)

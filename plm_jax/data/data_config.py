@@ -25,6 +25,9 @@ def default_data_config() -> ml_collections.ConfigDict:
             "jsonl_field": "text",
             "eval_every_nth": 20,  # local files: usable document i is in eval iff i % eval_every_nth == 0
             "tokenizer": "",  # SentencePiece model path ("" = the trainer picks workdir/tokenizer.model)
+            # when a tokenizer is trained here: characters with pieces of their own; the rest in bytes
+            "character_coverage": 0.9995,
+            "byte_fallback": True,  # from 1,024 pieces up (data/tokenizer.py); off = unknown characters -> [UNK]
             "seq_len": 128,
             "shuffle_buffer": 10_000,  # documents
             "mask_rate": 0.15,

@@ -7,6 +7,7 @@ SentencePiece *control* symbols: plain text (even text containing the string "[M
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -27,6 +28,14 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_PIECES))
 _CHUNK_CHARS = 8192
 _MAX_SENTENCE_BYTES = 4 * _CHUNK_CHARS
 
+DEFAULT_CHARACTER_COVERAGE = 0.9995
+# Byte fallback spells a character outside the vocabulary as its UTF-8 bytes (256 byte pieces) instead of [UNK].
+# Below this many pieces the byte pieces would take over a quarter of the vocabulary, so tiny models go without.
+MIN_BYTE_FALLBACK_VOCAB = 1024
+UNKNOWN_SHARE_WARNING = 0.001  # of the training text's pieces
+
+log = logging.getLogger(__name__)
+
 
 class Tokenizer:
     """A SentencePiece model with the project's special ids, usable both in Python and inside tf.data."""
@@ -41,6 +50,8 @@ class Tokenizer:
         self.sep_id, self.mask_id = SEP_ID, MASK_ID
         controls = {i for i in range(self.vocab_size) if self._sp.IsControl(i)}
         self.special_ids: tuple[int, ...] = tuple(sorted(controls | {PAD_ID, CLS_ID, SEP_ID, MASK_ID}))
+        # Characters outside the vocabulary become byte pieces, never [UNK]
+        self.byte_fallback = any(self._sp.IsByte(i) for i in range(self.vocab_size))
 
     def __repr__(self) -> str:
         return f"Tokenizer({self._source!r}, vocab_size={self.vocab_size})"
@@ -50,6 +61,14 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.DecodeIds([int(i) for i in ids])
+
+    def unknown_share(self, texts: Iterable[str]) -> tuple[int, int]:
+        """(unknown pieces, all pieces) of the texts: how much of them the vocabulary cannot spell."""
+        unknown = total = 0
+        for ids in self._sp.encode(list(texts)):
+            total += len(ids)
+            unknown += ids.count(UNK_ID)
+        return unknown, total
 
     def tf_tokenize(self, texts: tf.Tensor) -> tf.Tensor | tf.RaggedTensor:
         """Tokenizes tf.string in the TF graph: scalar -> 1-D int32 tensor, [B] -> RaggedTensor [B, None]."""
@@ -112,16 +131,27 @@ def train_tokenizer(
     max_sentences: int = 200_000,
     seed: int = 0,
     overwrite: bool = False,
+    character_coverage: float = DEFAULT_CHARACTER_COVERAGE,
+    byte_fallback: bool = True,
 ) -> Tokenizer:
     """Trains a unigram SentencePiece model in-process and writes it atomically to out_path.
 
     Deterministic: the first max_sentences lines are used (no reservoir sampling), one thread, fixed seed.
+    `character_coverage` of the text's characters get pieces of their own; with `byte_fallback` (from
+    MIN_BYTE_FALLBACK_VOCAB pieces up) the rest are spelled in bytes, else they become [UNK]. The share of
+    unknown pieces in the training text is logged, with a warning above UNKNOWN_SHARE_WARNING.
     """
     out_path = os.fspath(out_path)
     if os.path.exists(out_path) and not overwrite:
         raise FileExistsError(f"tokenizer model exists (pass overwrite=True to replace it): {out_path}")
     if vocab_size <= len(SPECIAL_PIECES):
         raise UserError(f"vocab_size must exceed the {len(SPECIAL_PIECES)} special pieces, got {vocab_size}")
+    if not 0.98 <= character_coverage <= 1.0:  # SentencePiece's unigram trainer's range
+        raise UserError(f"character_coverage must be in [0.98, 1], got {character_coverage}")
+    if byte_fallback and vocab_size < MIN_BYTE_FALLBACK_VOCAB:
+        log.warning("a %d-piece vocabulary trains without byte fallback (it needs %d pieces or more): characters "
+                    "outside it become [UNK]", vocab_size, MIN_BYTE_FALLBACK_VOCAB)
+        byte_fallback = False
     sentences = list(_training_sentences(texts, max_sentences))
     if not sentences:
         raise UserError(f"no text to train the tokenizer for {out_path}")
@@ -133,7 +163,8 @@ def train_tokenizer(
             model_writer=model,
             vocab_size=vocab_size,
             model_type="unigram",
-            character_coverage=0.9995,
+            character_coverage=float(character_coverage),
+            byte_fallback=bool(byte_fallback),
             pad_id=PAD_ID,
             unk_id=UNK_ID,
             bos_id=-1,
@@ -152,4 +183,16 @@ def train_tokenizer(
         raise UserError(f"tokenizer training failed for {out_path}: {reason}") from None
     tokenizer = Tokenizer(model.getvalue(), source=out_path)
     write_atomic(out_path, tokenizer.model_bytes)
+    _log_unknown_share(tokenizer, sentences, character_coverage)
     return tokenizer
+
+
+def _log_unknown_share(tokenizer: Tokenizer, sentences: list[str], character_coverage: float) -> None:
+    unknown, total = tokenizer.unknown_share(sentences)
+    share = unknown / max(total, 1)
+    line = (f"{tokenizer._source}: {unknown} of the training text's {total} pieces ({share:.3%}) are [UNK] "
+            f"(byte fallback {'on' if tokenizer.byte_fallback else 'off'}, character_coverage={character_coverage})")
+    if share > UNKNOWN_SHARE_WARNING:
+        log.warning("%s; raise character_coverage or the vocabulary size, or turn on byte fallback", line)
+    else:
+        log.info(line)

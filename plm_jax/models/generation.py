@@ -31,13 +31,16 @@ class Seq2SeqGenerator:
     """Source arrays -> target token ids. `max_len` counts generated tokens (EOS included)."""
 
     def __init__(self, model_cfg: TransformerConfig, params: Any, *, max_len: int, bos_id: int, eos_id: int,
-                 beam_size: int = 4, length_penalty: float = 0.6, data_sharding: NamedSharding | None = None):
+                 beam_size: int = 4, length_penalty: float = 0.6, data_sharding: NamedSharding | None = None,
+                 banned_ids: tuple[int, ...] = ()):
+        """`banned_ids` are never generated (translation bans [UNK]: with byte fallback the vocabulary can
+        spell every character, so an unknown piece in the output is never needed)."""
         if max_len > model_cfg.max_len:
             raise UserError(f"max_len={max_len} exceeds the model's max_len={model_cfg.max_len} positions")
         self.cfg, self.params = decoding_setup(model_cfg, params)
         self.model = EncoderDecoder(self.cfg)
         self.settings = dict(max_len=max_len, bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
-                             length_penalty=length_penalty)
+                             length_penalty=length_penalty, banned_ids=tuple(int(i) for i in banned_ids))
         self.data_sharding = data_sharding
         replicated = None if data_sharding is None else NamedSharding(data_sharding.mesh, PartitionSpec())
         self._run = jax.jit(functools.partial(_seq2seq_generate, self.model, self.cfg, **self.settings),
@@ -54,7 +57,7 @@ class Seq2SeqGenerator:
 
 def _seq2seq_generate(model: EncoderDecoder, cfg: TransformerConfig, params: Any, ids_BxS: jax.Array,
                       seg_BxS: jax.Array, pos_BxS: jax.Array, *, max_len: int, bos_id: int, eos_id: int,
-                      beam_size: int, length_penalty: float) -> jax.Array:
+                      beam_size: int, length_penalty: float, banned_ids: tuple[int, ...]) -> jax.Array:
     batch = ids_BxS.shape[0]
     variables = {"params": params}
     cache = model.apply(variables, ids_BxS, seg_BxS, pos_BxS, init_cache(cfg, batch, max_len),
@@ -65,7 +68,10 @@ def _seq2seq_generate(model: EncoderDecoder, cfg: TransformerConfig, params: Any
         ones = jnp.ones((rows, 1), jnp.int32)
         logits, cache = model.apply(variables, token_B[:, None], ones, ones * index, cache, index,
                                     method=EncoderDecoder.decode)
-        return logits[:, 0], cache
+        logits_BxV = logits[:, 0]
+        if banned_ids:
+            logits_BxV = logits_BxV.at[:, jnp.asarray(banned_ids)].set(jnp.finfo(logits_BxV.dtype).min / 2)
+        return logits_BxV, cache
 
     first_B = jnp.full((batch,), bos_id, jnp.int32)
     if beam_size == 1:

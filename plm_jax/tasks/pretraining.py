@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from plm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from plm_jax.data.tokenizer import DEFAULT_CHARACTER_COVERAGE, Tokenizer, load_tokenizer, train_tokenizer
 from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.tasks.objectives import get_objective, vocab_needed
@@ -57,11 +57,12 @@ class PretrainingTask(Task):
         return f"{self.name} pretraining"
 
     @classmethod
-    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
+    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int, dict[str, Any]]:
         """The train split of config.data (at most data.tokenizer_max_docs documents), less the sentinels."""
         from plm_jax.data import sources
 
-        return sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs), tokenizer_pieces(config)
+        docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
+        return docs, tokenizer_pieces(config), tokenizer_options(config)
 
     def batch_shapes(self, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         return self.objective.batch_shapes(self.config.data, batch_size)
@@ -228,7 +229,7 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
             log.info("training a %d-piece SentencePiece model on the training text -> %s",
                      tokenizer_pieces(config), path)
             docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
-            train_tokenizer(docs, tokenizer_pieces(config), path, seed=config.seed)
+            train_tokenizer(docs, tokenizer_pieces(config), path, seed=config.seed, **tokenizer_options(config))
 
         # Process 0 alone decides whether to train: had every host looked for the file itself, a host that found
         # it already written would skip the barrier the others wait at (a race CI once hit).
@@ -247,6 +248,12 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
         raise UserError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces{extra}) does not match "
                          f"model.vocab_size={config.model.vocab_size}{hint}")
     return tokenizer
+
+
+def tokenizer_options(config: Any) -> dict[str, Any]:
+    """train_tokenizer's coverage settings from config.data (configs that predate them get the defaults)."""
+    return dict(character_coverage=float(config.data.get("character_coverage", DEFAULT_CHARACTER_COVERAGE)),
+                byte_fallback=bool(config.data.get("byte_fallback", True)))
 
 
 def tokenizer_pieces(config: Any) -> int:

@@ -47,6 +47,8 @@ def default_translation_config() -> ml_collections.ConfigDict:
         "on_long": "truncate",  # truncate (count and warn once per split) | error
         "max_train_examples": 0, "max_eval_examples": 0,  # 0 = all, else N drawn by the seed (subsets.py)
         "encoding": "utf-8",  # of local files (latin-1, cp1252, ...); a file that does not decode is named
+        # `launch.py tokenizer` on this config: characters with pieces of their own; the rest spelled in bytes
+        "character_coverage": 0.9995, "byte_fallback": True,
     })
 
 

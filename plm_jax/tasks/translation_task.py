@@ -68,9 +68,11 @@ class TranslationTask(FinetuneTask):
                              f"processes x train.grad_accum_steps={train.grad_accum_steps} microbatches")
 
     @classmethod
-    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
+    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int, dict[str, Any]]:
         """One vocabulary for both languages: the training text of each side, model.vocab_size pieces."""
-        return translation.iter_tokenizer_text(config.task, int(config.seed)), int(config.model.vocab_size)
+        options = dict(character_coverage=float(config.task.character_coverage),
+                       byte_fallback=bool(config.task.byte_fallback))
+        return translation.iter_tokenizer_text(config.task, int(config.seed)), int(config.model.vocab_size), options
 
     @classmethod
     def starting_point(cls, config: Any) -> StartingPoint:
@@ -134,7 +136,8 @@ class TranslationTask(FinetuneTask):
         task = self.config.task
         return Seq2SeqGenerator(self.model_cfg, params, max_len=int(task.max_target_len), bos_id=self.tokenizer.cls_id,
                                 eos_id=self.tokenizer.sep_id, beam_size=int(task.beam_size),
-                                length_penalty=float(task.length_penalty), data_sharding=data_sharding)
+                                length_penalty=float(task.length_penalty), data_sharding=data_sharding,
+                                banned_ids=(self.tokenizer.unk_id,))
 
     def evaluate(self, params: Any, split: str, steps: Steps) -> dict[str, Any]:
         """Teacher-forced loss, then BLEU and chrF of beam-search translations (of the first

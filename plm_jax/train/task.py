@@ -95,8 +95,9 @@ class Task:
 
     # ------------------------------------------------------------ the run
     @classmethod
-    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int]:
-        """(documents, pieces) that `launch.py tokenizer` trains this task's SentencePiece model on."""
+    def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int, dict[str, Any]]:
+        """(documents, pieces, train_tokenizer options) that `launch.py tokenizer` trains this task's
+        SentencePiece model with."""
         raise UserError(f"`tokenizer` trains on a pretraining corpus or translation pairs; a {cls.name or 'this'} "
                         "config has neither (give the fine-tune --init or --config.tokenizer)")
 
