@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 
+from plm_jax import inference
 from plm_jax.config_base import finetune_config, mlm_pretrain_config, tagging_config, translation_config
 from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.run import build_task, load
@@ -109,6 +110,10 @@ def test_every_feature_works_for_every_task_and_resume_is_bitwise(kind, files, t
     assert all(r[f"{unit}_per_sec"] > 0 and 0 <= r["data_wait_frac"] <= 1 for r in trains if r["step"] > 2)
     traces = [f for _, _, names in os.walk(tmp_path / "full" / "profile") for f in names if f.endswith(".xplane.pb")]
     assert traces, "profile_steps wrote no trace"
+    if kind != "mlm":  # `evaluate` rescores the best checkpoint of every kind of fine-tune (issue 21: translation
+        metric = full["best"]["metric"]  # crashed on a classification-only key)
+        scored = inference.evaluate(str(tmp_path / "full"))
+        assert scored["eval"][metric] == pytest.approx(full["best"]["metrics"][metric], rel=1e-5), scored
 
     interrupted = run(kind, files, str(tmp_path / "resumed"), sigterm_at=2)
     assert interrupted["interrupted_at"] == 3
