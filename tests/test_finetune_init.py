@@ -248,6 +248,12 @@ def test_graft_from_a_pretraining_run(files, pretrained, monkeypatch):
             np.testing.assert_array_equal(x, y)
     with open(os.path.join(str(files / "from_pretrain"), "tokenizer", "tokenizer.model"), "rb") as f:
         assert f.read() == open(os.path.join(pretrained, "tokenizer.model"), "rb").read()
+    # the pretraining run's own directory as the fine-tune's --workdir (issue 21: "holds a fine-tune with another
+    # init") is named for what it is, and nothing in it changes
+    before = sorted(os.listdir(pretrained))
+    with pytest.raises(ValueError, match="holds a pretraining run; give the fine-tune a new --workdir"):
+        train(cls_config(files, init=pretrained), pretrained)
+    assert sorted(os.listdir(pretrained)) == before
 
     # from_scratch: the same shapes and tokenizer, random weights (stopped right after initialisation)
     def init_then_stop(*a):
