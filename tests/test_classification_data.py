@@ -348,3 +348,22 @@ def test_a_latin1_file_is_named_with_the_way_out_and_reads_when_declared(tmp_pat
         load_split(cfg, "train")
     cfg.encoding = "latin-1"
     assert [e.text_a for e in load_split(cfg, "train").examples] == ["café crème", "naïve"]
+
+
+def test_a_file_that_does_not_decode_is_named_before_any_model_is_fetched(tmp_path, monkeypatch):
+    """Issue 21: a latin-1 file was refused only after the 80 MB MiniLM download."""
+    from plm_jax.config_base import finetune_config
+    from plm_jax.interop import packaged
+    from plm_jax.run import train
+
+    def fetched(*args, **kwargs):
+        raise AssertionError("the starting point was fetched before the data was read")
+
+    monkeypatch.setattr(packaged, "minilm_dir", fetched)
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ncaf\xe9 cr\xe8me,pos\nna\xefve,neg\n".encode("latin-1"))
+    config = finetune_config()
+    config.init = "minilm"
+    config.task.update(kind="classification", source="local", train_file=str(path), eval_split="", test_split="")
+    with pytest.raises(ValueError, match=r"line 2: not UTF-8 .*--config.task.encoding=latin-1"):
+        train(config, str(tmp_path / "run"))
