@@ -22,21 +22,13 @@ import time
 import jax
 
 
-def _load_config(path: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def measure(config_path: str, repeats: int, root: str) -> dict:
+    from plm_jax.sweep.spec import load_python_config
     from plm_jax.tasks.pretraining import PretrainingTask
     from plm_jax.train import checksums, setup
     from plm_jax.train.checkpoint import Checkpointer
 
-    config = _load_config(config_path)
+    config = load_python_config(config_path)
     built = setup.build(PretrainingTask(config), jax.devices()[:1])
     state = _like_trained(built.init_state(0))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

@@ -6,6 +6,7 @@ SentencePiece *control* symbols: plain text (even text containing the string "[M
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -50,8 +51,6 @@ class Tokenizer:
         self.sep_id, self.mask_id = SEP_ID, MASK_ID
         controls = {i for i in range(self.vocab_size) if self._sp.IsControl(i)}
         self.special_ids: tuple[int, ...] = tuple(sorted(controls | {PAD_ID, CLS_ID, SEP_ID, MASK_ID}))
-        # Characters outside the vocabulary become byte pieces, never [UNK]
-        self.byte_fallback = any(self._sp.IsByte(i) for i in range(self.vocab_size))
 
     def __repr__(self) -> str:
         return f"Tokenizer({self._source!r}, vocab_size={self.vocab_size})"
@@ -61,6 +60,12 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.DecodeIds([int(i) for i in ids])
+
+    @functools.cached_property
+    def byte_fallback(self) -> bool:
+        """Whether characters outside the vocabulary become byte pieces, never [UNK]. Computed on first use:
+        loading a model, on every run's start, does not need it."""
+        return any(self._sp.IsByte(i) for i in range(self.vocab_size))
 
     def unknown_share(self, texts: Iterable[str]) -> tuple[int, int]:
         """(unknown pieces, all pieces) of the texts: how much of them the vocabulary cannot spell."""

@@ -224,12 +224,9 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
         path = os.path.join(workdir, "tokenizer.model")
 
         def train() -> None:
-            from plm_jax.data import sources
-
-            log.info("training a %d-piece SentencePiece model on the training text -> %s",
-                     tokenizer_pieces(config), path)
-            docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
-            train_tokenizer(docs, tokenizer_pieces(config), path, seed=config.seed, **tokenizer_options(config))
+            docs, pieces, options = PretrainingTask.tokenizer_text(config)  # what `launch.py tokenizer` trains on
+            log.info("training a %d-piece SentencePiece model on the training text -> %s", pieces, path)
+            train_tokenizer(docs, pieces, path, seed=config.seed, **options)
 
         # Process 0 alone decides whether to train: had every host looked for the file itself, a host that found
         # it already written would skip the barrier the others wait at (a race CI once hit).
