@@ -66,6 +66,9 @@ def export_hf(workdir: str, output_dir: str) -> str:
         if info.model_cfg.architecture != "encoder":
             raise UserError(f"{workdir} fine-tuned a model.architecture={info.model_cfg.architecture!r} model; "
                              "`export` writes Hugging Face BERT checkpoints (architecture 'encoder') only")
+        if info.pooling != "cls":
+            raise UserError(f"{workdir} classifies from task.pooling={info.pooling!r}; Hugging Face's "
+                             "BertForSequenceClassification reads [CLS] only, so `export` needs pooling='cls'")
         run = load(workdir)
         tok_dir = os.path.dirname(info.tokenizer_path)
         files = [os.path.join(tok_dir, n) for n in sorted(os.listdir(tok_dir))]

@@ -19,13 +19,22 @@ from plm_jax.models.decoder import DecoderStack
 from plm_jax.models.encoder import Encoder
 from plm_jax.models.layers import Dropout, Embeddings, causal_mask, dense
 
+POOLINGS = ("cls", "mean")
+
 
 class BertForSequenceClassification(nn.Module):
-    """pooled output -> dropout -> dense(num_labels). num_labels=1 is regression (STS-B)."""
+    """pooled output -> dropout -> dense(num_labels). num_labels=1 is regression (STS-B).
+
+    `pooling="cls"` reads the [CLS] token, as Hugging Face. `"mean"` averages the outputs of the text's tokens
+    instead: masked-LM pretraining without next-sentence prediction never trains [CLS]'s output, while every
+    token's output learned to describe its context, so a small model pretrained that way starts better from
+    the mean (the pooler's dense + tanh still follow, so the parameters are the same).
+    """
 
     cfg: TransformerConfig
     num_labels: int
     classifier_dropout: float | None = None  # None: the model's hidden dropout, as Hugging Face
+    pooling: str = "cls"
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -49,7 +58,12 @@ class BertForSequenceClassification(nn.Module):
         """Returns logits B x num_labels in float32 (B x 1 for regression)."""
         x_BxLxD = self.encoder(input_ids_BxL, segment_ids_BxL, positions_BxL, token_type_ids_BxL,
                                deterministic=deterministic)
-        pooled_BxD = jnp.tanh(self.pooler(x_BxLxD[:, 0]))
+        if self.pooling == "mean":
+            text_BxLx1 = (segment_ids_BxL > 0)[..., None].astype(x_BxLxD.dtype)
+            summary_BxD = jnp.sum(x_BxLxD * text_BxLx1, axis=1) / jnp.maximum(jnp.sum(text_BxLx1, axis=1), 1)
+        else:
+            summary_BxD = x_BxLxD[:, 0]
+        pooled_BxD = jnp.tanh(self.pooler(summary_BxD))
         pooled_BxD = self.dropout(pooled_BxD, deterministic=deterministic)
         return self.classifier(pooled_BxD).astype(jnp.float32)
 
@@ -168,13 +182,17 @@ def needs_encoder(kind: str, architecture: str) -> None:
 
 
 def sequence_classifier(cfg: TransformerConfig, num_labels: int, classifier_dropout: float | None = None,
-                        kind: str = "classification") -> nn.Module:
-    """The sequence classification/regression model for the pretrained architecture: BERT's pooled [CLS], or a
-    causal decoder's last token."""
+                        kind: str = "classification", pooling: str = "cls") -> nn.Module:
+    """The sequence classification/regression model for the pretrained architecture: BERT's pooled [CLS] (or the
+    mean of its token outputs), or a causal decoder's last token."""
+    if pooling not in POOLINGS:
+        raise UserError(f"task.pooling={pooling!r}; expected one of {POOLINGS}")
     if cfg.architecture == "decoder":
+        if pooling != "cls":
+            raise UserError(f"task.pooling={pooling!r} is for encoders (BERT); a causal decoder reads its last token")
         return DecoderForSequenceClassification(cfg, num_labels, classifier_dropout)
     if cfg.architecture == "encoder":
-        return BertForSequenceClassification(cfg, num_labels, classifier_dropout)
+        return BertForSequenceClassification(cfg, num_labels, classifier_dropout, pooling)
     raise UserError(f"task.kind={kind!r} has no head for model.architecture={cfg.architecture!r} (a span-corruption "
                     "run): fine-tune it on translation, or start from an mlm or causal_lm run")
 

@@ -58,11 +58,13 @@ class ClassificationTask(FinetuneTask):
 
     @classmethod
     def check_start(cls, config: Any, start: StartingPoint) -> None:
-        sequence_classifier(start.model_cfg, 2, kind=config.task.kind)  # names an architecture without this head
+        # names an architecture without this head, or a pooling it lacks
+        sequence_classifier(start.model_cfg, 2, kind=config.task.kind, pooling=config.task.pooling)
 
     def build_model(self) -> nn.Module:
         num_labels = 1 if self.regression else len(self.info.label_names)
-        return sequence_classifier(self.model_cfg, num_labels, self.info.classifier_dropout, self.info.kind)
+        return sequence_classifier(self.model_cfg, num_labels, self.info.classifier_dropout, self.info.kind,
+                                   self.info.pooling)
 
     def dummy_inputs(self) -> dict[str, Any]:
         return finetune_dummy_inputs(self.model_cfg, 1, int(self.config.task.seq_len))

@@ -188,7 +188,7 @@ class FinetuneTask(Task):
     def info_for(cls, config: ml_collections.ConfigDict, start: StartingPoint, labels: tuple[str, ...]) -> ModelInfo:
         dropout = float(config.task.get("classifier_dropout", -1.0))
         return ModelInfo(start.model_cfg, config.task.kind, labels, start.tokenizer.path,
-                         None if dropout < 0 else dropout)
+                         None if dropout < 0 else dropout, str(config.task.get("pooling", "cls")))
 
     def label_names(self, train: Split) -> tuple[str, ...]:
         return ()

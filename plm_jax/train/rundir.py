@@ -38,10 +38,12 @@ class ModelInfo:
     label_names: tuple[str, ...]
     tokenizer_path: str  # absolute once loaded; relative to the run directory in the file
     classifier_dropout: float | None = None
+    pooling: str = "cls"  # sequence classification: [CLS] or the mean of the token outputs (models/heads.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model_cfg.to_dict(), "kind": self.kind, "label_names": list(self.label_names),
-                "tokenizer": self.tokenizer_path, "classifier_dropout": self.classifier_dropout}
+                "tokenizer": self.tokenizer_path, "classifier_dropout": self.classifier_dropout,
+                "pooling": self.pooling}
 
 
 class RunDir:
@@ -100,7 +102,7 @@ class RunDir:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
         return ModelInfo(TransformerConfig.from_config(d["model"]), d["kind"], tuple(d["label_names"]),
-                         self.file(d["tokenizer"]), d.get("classifier_dropout"))
+                         self.file(d["tokenizer"]), d.get("classifier_dropout"), d.get("pooling", "cls"))
 
     def write_model_info(self, info: ModelInfo) -> None:
         if jax.process_index() == 0:
