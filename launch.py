@@ -11,7 +11,7 @@
     python launch.py evaluate  --workdir runs/rt                       # best checkpoint on the eval/test splits
     python launch.py predict   --workdir runs/rt --input reviews.txt --output labels.jsonl
     python launch.py export    --workdir runs/rt --output runs/rt-hf   # a Hugging Face BERT directory
-    python launch.py demo      --workdir runs/demo [--pretrained runs/quickstart]
+    python launch.py demo      --workdir runs/demo [--pretrained runs/cpu_hour]   # pretraining vs random init
     python launch.py wiki-qa   --output runs/wiki_qa                   # a SQuAD-format QA set from Wikipedia leads
     python launch.py bible     --output data/bible_en_de --versions k,e  # aligned verse pairs, split by book
     python launch.py finetune  --config configs/translate/bible_en_de.py --workdir runs/en_de   # BLEU, beam search
@@ -304,14 +304,22 @@ def export_command(f: flags.FlagValues) -> None:
     print(f"exported the {what} of {workdir} to {output} (loads with transformers' from_pretrained)")
 
 
-@command("demo", "Pretrain, fine-tune and compare against baselines, end to end (plm_jax/demo.py).",
+@command("demo", "Pretrain for an hour, then learning curves against random init and MiniLM (plm_jax/demo.py).",
          _flag(STR, "workdir", None, "Work directory of the whole demo."),
-         _flag(STR, "pretrained", None, "Reuse this pretraining run instead of pretraining."),
+         _flag(STR, "pretrained", None, "Reuse this pretraining run instead of pretraining the CPU-hour recipe."),
+         _flag(STR, "tasks", "rotten_tomatoes,wiki_topics", "The curves' tasks (configs/sweeps/curve.py's)."),
+         _flag(STR, "sizes", "100+1000+0", "Labeled examples per curve point, '+'-separated; 0 = all."),
+         _flag(INT, "seeds", 3, "Seeds per point (each draws its own subset)."),
+         _flag(BOOL, "minilm", True, "Also fine-tune the packaged all-MiniLM-L6-v2."),
+         _flag(INT, "workers", 2, "Fine-tunes at once."),
+         _flag(STR, "settings", "", "More curve settings, comma-separated key=value (configs/sweeps/curve.py)."),
          usage="--workdir=DIR", jax=True)
 def demo_command(f: flags.FlagValues) -> None:
     from plm_jax.demo import run_demo
 
-    run_demo(_require(f.workdir, "workdir", "demo"), pretrained=f.pretrained)
+    tasks = [t.strip() for t in f.tasks.split(",") if t.strip()]
+    run_demo(_require(f.workdir, "workdir", "demo"), pretrained=f.pretrained, tasks=tasks, sizes=f.sizes,
+             seeds=f.seeds, minilm=f.minilm, workers=f.workers, settings=f.settings)
 
 
 @command("wiki-qa", "Build a SQuAD-format QA set from Wikipedia article leads, offline.",

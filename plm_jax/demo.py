@@ -1,131 +1,153 @@
-"""The whole thesis on real offline data, on CPU: pretrain, then fine-tune, and compare starting points.
+"""The whole thesis on real offline data, on CPU: pretrain for an hour, then learning curves that show where the
+pretraining pays.
 
-    python launch.py demo --workdir runs/demo [--pretrained runs/quickstart]
+    python launch.py demo --workdir runs/demo [--pretrained runs/cpu_hour] [--sizes 100+1000+0] [--seeds 3]
 
-1. Pretrain the README's quickstart BERT (masked LM on Wikipedia leads), or reuse a finished run.
-2. Fine-tune on Rotten Tomatoes sentiment and on the 11 Wikipedia topics, from three starting points with the
-   same fine-tuning config: our pretrained model, the same model from random weights, and the imported
-   all-MiniLM-L6-v2 (a Hugging Face BERT, 22.7M parameters; on a smaller budget, since it is 12x larger).
-3. Print and save (demo_results.json, demo.png) accuracy and macro-F1 on the validation and test splits.
+1. Pretrain the CPU-hour recipe (configs/pretrain/cpu_hour.py, about 55 minutes on 2 cores) in `<workdir>/cpu_hour`,
+   or reuse a finished run.
+2. For Rotten Tomatoes sentiment and the 11 Wikipedia topics: the learning-curve sweep of configs/sweeps/curve.py
+   (fine-tunes from random weights, from the recipe's model and from the imported all-MiniLM-L6-v2, on stratified
+   subsets of each size, one per seed), then its report (`<workdir>/curve_<task>/report.md`, curve.csv, plots/).
+3. Print one table (test accuracy and macro-F1, mean [95% interval], each start minus random init paired by seed),
+   and save demo_results.json and demo.png (test accuracy against labels, one panel per task).
 
 Every step resumes: run the command again after an interruption and finished fine-tunes are read back.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
+import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
-from plm_jax.evaluate.tables import table
-
 log = logging.getLogger("plm_jax")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "configs", "pretrain", "cpu_hour.py")
+CURVE = os.path.join(ROOT, "configs", "sweeps", "curve.py")
 TASKS = ("rotten_tomatoes", "wiki_topics")
-# TF-IDF + logistic regression on a stratified 80/20 split, seed 0 (the issue's reference figures).
+# TF-IDF + logistic regression on a stratified 80/20 split, seed 0 (`python benchmarks/tfidf_baseline.py`).
 REFERENCE = {"rotten_tomatoes": 0.783, "wiki_topics": 0.902}
-# MiniLM is ~12x the quickstart model's compute per token: it sees 3,000 examples once (at a lower learning
-# rate), so that each of its fine-tunes also takes a few minutes on 2 cores; the others see all examples 3 times.
-STARTS: dict[str, dict[str, Any]] = {
-    "pretrained": {},
-    "scratch": {"from_scratch": True},
-    "minilm": {"init": "minilm", "train": {"lr": 1e-4, "epochs": 1}, "task": {"max_train_examples": 3000}},
-}
-
-
-def load_config(relative_path: str) -> ml_collections.ConfigDict:
-    path = os.path.join(ROOT, relative_path)
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.get_config()
-
-
-def finetune_config_for(task: str, start: str, pretrained: str) -> ml_collections.ConfigDict:
-    config = load_config(f"configs/finetune/{task}.py")
-    config.init = pretrained
-    setup = STARTS[start]
-    for key, value in setup.items():
-        if isinstance(value, dict):
-            config[key].update(value)
-        else:
-            config[key] = value
-    return config
+METRICS = ("accuracy", "f1_macro")
 
 
 def demo_configs() -> list[ml_collections.ConfigDict]:
-    """Every config the demo runs (launch.py sizes the CPU devices to fit all of them)."""
-    return [load_config("configs/quickstart.py")] + [finetune_config_for(task, start, "") for task in TASKS
-                                                       for start in STARTS]
+    """The configs the demo runs in its own process (launch.py sizes the CPU devices to fit them); each fine-tune
+    is a sweep stage that sizes its own."""
+    from plm_jax.sweep.spec import load_python_config
+
+    return [load_python_config(RECIPE)]
 
 
-def run_demo(workdir: str, pretrained: str | None = None) -> dict[str, Any]:
+def curve_argument(task: str, pretrained: str, sizes: str, seeds: int, minilm: bool, settings: str = "") -> str:
+    """The configs/sweeps/curve.py argument of one task's curve."""
+    parts = [task, f"pretrained={pretrained}", f"sizes={sizes}", f"seeds={seeds}", f"minilm={int(minilm)}"]
+    return ",".join(parts + ([settings] if settings else []))
+
+
+def run_demo(workdir: str, pretrained: str | None = None, *, tasks: Sequence[str] = TASKS, sizes: str = "100+1000+0",
+             seeds: int = 3, minilm: bool = True, workers: int = 2, settings: str = "") -> dict[str, Any]:
     from plm_jax.run import train
+    from plm_jax.sweep.report import write_report
+    from plm_jax.sweep.runner import run_sweep
 
     os.makedirs(workdir, exist_ok=True)
     if pretrained is None:
-        pretrained = os.path.join(workdir, "pretrain")
-        log.info("demo 1/3: pretraining the quickstart model in %s", pretrained)
-        train(load_config("configs/quickstart.py"), pretrained)
+        pretrained = os.path.join(workdir, "cpu_hour")
+        log.info("demo 1/3: pretraining the CPU-hour recipe in %s (about an hour on 2 cores)", pretrained)
+        results = train(demo_configs()[0], pretrained)
+        if "interrupted_at" in results:
+            raise KeyboardInterrupt(f"interrupted during {pretrained}; run the demo again to resume")
     elif not os.path.isdir(os.path.join(pretrained, "checkpoints")):
         raise FileNotFoundError(f"--pretrained {pretrained}: not a pretraining run (no checkpoints/ in it)")
 
-    rows = []
-    for task in TASKS:
-        for start in STARTS:
-            run_dir = os.path.join(workdir, f"{task}-{start}")
-            results_path = os.path.join(run_dir, "results.json")
-            if os.path.exists(results_path):
-                with open(results_path, encoding="utf-8") as f:
-                    results = json.load(f)
-            else:
-                log.info("demo: fine-tuning %s from %s", task, start)
-                results = train(finetune_config_for(task, start, pretrained), run_dir)
-                if "interrupted_at" in results:
-                    raise KeyboardInterrupt(f"interrupted during {run_dir}; run the demo again to resume")
-            rows.append({"task": task, "start": start, "train_examples": results["train_examples"],
-                         "steps": results["steps"], "wall_s": results.get("wall_s"),
-                         "eval": results["best"]["metrics"], "test": results.get("test", {})})
-    summary = {"pretrained": pretrained, "rows": rows, "tfidf_reference_accuracy": REFERENCE}
+    rows, reports = [], {}
+    for n, task in enumerate(tasks, 1):
+        sweep_dir = os.path.join(workdir, f"curve_{task}")
+        log.info("demo 2/3: learning curve %d of %d, %s, in %s", n, len(tasks), task, sweep_dir)
+        argument = curve_argument(task, pretrained, sizes, seeds, minilm, settings)
+        if run_sweep(f"{CURVE}:{argument}", sweep_dir, workers)["interrupted"]:
+            raise KeyboardInterrupt(f"interrupted during {sweep_dir}; run the demo again to resume")
+        report = write_report(sweep_dir)
+        reports[task] = report["report"]
+        rows += curve_rows(task, report["curve"])
+    summary = {"pretrained": pretrained, "sizes": sizes, "seeds": seeds, "rows": rows, "reports": reports,
+               "tfidf_reference_accuracy": {t: REFERENCE[t] for t in tasks if t in REFERENCE}}
     with open(os.path.join(workdir, "demo_results.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     print(demo_table(rows))
-    print(f"TF-IDF + logistic regression reference accuracy: {REFERENCE}")
-    print(f"written: {os.path.join(workdir, 'demo_results.json')}, {plot_demo(rows, workdir)}")
+    print(f"TF-IDF + logistic regression reference accuracy (all labels): {summary['tfidf_reference_accuracy']}")
+    print(f"written: {os.path.join(workdir, 'demo_results.json')}, {plot_demo(rows, workdir)}; "
+          f"per task: {', '.join(reports.values())}")
     return summary
 
 
-def demo_table(rows: list[dict[str, Any]]) -> str:
-    header = ["task", "starting point", "examples", "steps", "val acc", "val macro-F1", "test acc", "test macro-F1",
-              "minutes"]
-    body = [[r["task"], r["start"], r["train_examples"], r["steps"], r["eval"].get("accuracy"),
-             r["eval"].get("f1_macro"), r["test"].get("accuracy"), r["test"].get("f1_macro"),
-             f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") else None] for r in rows]
-    return table(header, body)
+def curve_rows(task: str, points_by_metric: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (labels, start): each metric's mean and interval, and its paired difference from random init."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for metric in METRICS:
+        for point in points_by_metric.get(f"{task}/test/{metric}", []):
+            row = rows.setdefault((point.x_label, point.line), {
+                "task": task, "labels": point.x_label, "train_examples": point.examples, "start": point.line,
+                "seeds": len(point.values)})
+            row[metric] = _interval(point.interval)
+            if point.difference is not None and point.difference.n:
+                row[f"{metric}_gain"] = _interval(point.difference)
+    return list(rows.values())
 
 
-def plot_demo(rows: list[dict[str, Any]], workdir: str) -> str:
+def _interval(interval: Any) -> list[float | None]:
+    return [None if not math.isfinite(v) else float(v) for v in (interval.estimate, interval.low, interval.high)]
+
+
+def _format(values: list[float | None] | None, signed: bool = False) -> str:
+    """mean [low, high]; an interval of one seed is "nan"."""
+    if not values or values[0] is None:
+        return ""
+    mean, low, high = ("nan" if v is None else format(v, "+.3f" if signed else ".3f") for v in values)
+    return f"{mean} [{low}, {high}]"
+
+
+def demo_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table (the README's is this output)."""
+    header = ["task", "labels", "start", "seeds", "test acc [95%]", "gain vs random init", "test macro-F1 [95%]",
+              "gain vs random init"]
+    body = [[r["task"], r["labels"] if r["labels"] != "all" else f"all ({r['train_examples']:.0f})", r["start"],
+             r["seeds"], _format(r.get("accuracy")), _format(r.get("accuracy_gain"), True),
+             _format(r.get("f1_macro")), _format(r.get("f1_macro_gain"), True)] for r in rows]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in [header, ["---"] * len(header), *body])
+
+
+def plot_demo(rows: Sequence[dict[str, Any]], workdir: str) -> str:
+    """Test accuracy against labeled examples (log x), one line per start with its interval shaded; a panel per
+    task, with the TF-IDF reference as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(5.5 * len(TASKS), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], TASKS):
-        mine = [r for r in rows if r["task"] == task]
-        x = np.arange(len(mine))
-        for offset, key, label in ((-0.2, "accuracy", "test accuracy"), (0.2, "f1_macro", "test macro-F1")):
-            ax.bar(x + offset, [r["test"].get(key, 0.0) for r in mine], width=0.4, label=label)
-        ax.axhline(REFERENCE[task], color="k", linestyle="--", linewidth=1, label="TF-IDF + LR accuracy")
-        ax.set_xticks(x, [r["start"] for r in mine])
-        ax.set_ylim(0, 1)
-        ax.set_title(task.replace("_", " "))
-        ax.legend(loc="lower right", fontsize=8)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5.5 * max(len(tasks), 1), 4.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for start in dict.fromkeys(r["start"] for r in rows if r["task"] == task):
+            points = sorted((r["train_examples"], r["accuracy"]) for r in rows
+                            if r["task"] == task and r["start"] == start and r.get("accuracy"))
+            xs = [x for x, _ in points]
+            ax.plot(xs, [a[0] for _, a in points], "o-", label=start)
+            ax.fill_between(xs, [a[1] if a[1] is not None else a[0] for _, a in points],
+                            [a[2] if a[2] is not None else a[0] for _, a in points], alpha=0.2, linewidth=0)
+        if task in REFERENCE:
+            ax.axhline(REFERENCE[task], color="k", linestyle="--", linewidth=1, label="TF-IDF + LR, all labels")
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled training examples (log scale)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{task.replace('_', ' ')}: mean over seeds, 95% interval", fontsize="medium")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
     fig.tight_layout()
     path = os.path.join(workdir, "demo.png")
     fig.savefig(path, dpi=100)

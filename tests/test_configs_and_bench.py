@@ -62,17 +62,17 @@ def test_glue_config_picks_the_task_and_its_metric():
         module.get_config("sts")
 
 
-def test_demo_configs_differ_only_in_the_starting_point():
-    from plm_jax.demo import TASKS, finetune_config_for
+def test_the_demo_runs_the_recipe_then_the_curve_config_of_each_task():
+    from plm_jax.demo import TASKS, curve_argument, demo_configs
+    from plm_jax.sweep.spec import expand, load_sweep
 
+    (recipe,) = demo_configs()
+    assert recipe.data.tfds_name == "plm_offline_mix/task" and recipe.train.steps >= 10_000
     for task in TASKS:
-        pre = finetune_config_for(task, "pretrained", "runs/pre")
-        scratch = finetune_config_for(task, "scratch", "runs/pre")
-        minilm = finetune_config_for(task, "minilm", "runs/pre")
-        assert (pre.init, pre.from_scratch) == ("runs/pre", False)
-        assert (scratch.init, scratch.from_scratch) == ("runs/pre", True)
-        assert scratch.train == pre.train and scratch.task == pre.task
-        assert minilm.init == "minilm"
+        argument = curve_argument(task, "runs/pre", "100+0", 3, True)
+        plan = expand(load_sweep(f"{ROOT}/configs/sweeps/curve.py:{argument}"))
+        assert {p.values["start"] for p in plan.points} == {"scratch", "pre", "minilm"}
+        assert {p.values["labels"] for p in plan.points} == {"100", "all"} and plan.sweep.seeds == 3
 
 
 def test_flops_match_a_hand_count():

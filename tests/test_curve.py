@@ -1,5 +1,6 @@
 """Learning curves: the curve sweep config, the report's curve (table, CSV, PNG) with intervals checked against
-SciPy, and a tiny curve that runs end to end from a pretraining run, random init and stratified subsets."""
+SciPy, and a tiny curve that runs end to end through `launch.py demo` from a pretraining run, random init and
+stratified subsets."""
 
 from __future__ import annotations
 
@@ -108,12 +109,14 @@ def test_the_curve_config_expands_with_its_settings(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_tiny_curve_runs_from_a_pretraining_run_and_from_random_init(tmp_path):
+def test_the_demo_runs_a_tiny_curve_from_a_pretraining_run_and_from_random_init(tmp_path):
+    """`launch.py demo` end to end: its curve sweep (each fine-tune a `launch.py finetune` stage), the report, and
+    the demo's own table, JSON and figure."""
     rng = np.random.default_rng(0)
     for split, n in (("train", 160), ("eval", 64), ("test", 64)):
         corpus.write_sentiment_csv(tmp_path / f"{split}.csv", n, rng)
     text = corpus.write_corpus(tmp_path / "corpus.txt", 200)
-    pretrain = mlm_pretrain_config()  # in this process: the sweep below is the part that runs launch.py
+    pretrain = mlm_pretrain_config()  # in this process: the demo below is the part that runs launch.py
     pretrain.model.update(vocab_size=56, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, max_len=64)
     pretrain.data.update(source="text", paths=(text,), seq_len=64, shuffle_buffer=64)
     pretrain.train.update(batch_size=16, steps=6, lr=3e-3, warmup_steps=2, log_every=3, eval_every=6,
@@ -121,17 +124,14 @@ def test_a_tiny_curve_runs_from_a_pretraining_run_and_from_random_init(tmp_path)
     run = tmp_path / "tiny"
     train(pretrain, str(run))
     env = {**os.environ, "PYTHONPATH": REPO}
-    settings = (f"local,pretrained={run},minilm=0,sizes=32,seeds=1,task.text_a=sentence,"
-                f"task.train_file={tmp_path / 'train.csv'},task.eval_file={tmp_path / 'eval.csv'},"
+    settings = (f"task.text_a=sentence,task.train_file={tmp_path / 'train.csv'},task.eval_file={tmp_path / 'eval.csv'},"
                 f"task.test_file={tmp_path / 'test.csv'},task.seq_len=48,train.min_steps=8,train.lr=3e-3")
-    sweep_dir = tmp_path / "curve"
-    done = subprocess.run([sys.executable, os.path.join(REPO, "launch.py"), "sweep", f"{CURVE}:{settings}",
-                           f"--workdir={sweep_dir}", "--workers=2"], capture_output=True, text=True, env=env,
-                          timeout=900)
+    demo_dir = tmp_path / "demo"
+    done = subprocess.run([sys.executable, os.path.join(REPO, "launch.py"), "demo", f"--workdir={demo_dir}",
+                           f"--pretrained={run}", "--tasks=local", "--sizes=32", "--seeds=1", "--minilm=false",
+                           f"--settings={settings}"], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    done = subprocess.run([sys.executable, os.path.join(REPO, "launch.py"), "report", str(sweep_dir)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    sweep_dir = demo_dir / "curve_local"
     rows = list(csv.DictReader(open(sweep_dir / "curve.csv")))
     assert {(r["labels"], r["line"]) for r in rows if r["metric"] == "local/test/accuracy"} == {
         ("32", "scratch"), ("32", "tiny")}  # "all" and its x position (train_examples): the test above
@@ -146,3 +146,12 @@ def test_a_tiny_curve_runs_from_a_pretraining_run_and_from_random_init(tmp_path)
     assert set(results["label_counts"]["train"]) == set(whole)
     assert all(abs(results["label_counts"]["train"][k] - share[k]) < 1 for k in whole), (results, share)
     assert (sweep_dir / "plots" / "curve_local_test_accuracy.png").is_file()
+    # the demo's summary: the same numbers as the curve, in one table, a JSON and a figure
+    summary = json.loads((demo_dir / "demo_results.json").read_text())
+    by_start = {r["start"]: r for r in summary["rows"]}
+    assert set(by_start) == {"scratch", "tiny"} and summary["reports"]["local"] == str(sweep_dir / "report.md")
+    accuracy = {r["line"]: float(r["mean"]) for r in rows if r["metric"] == "local/test/accuracy"}
+    assert {k: v["accuracy"][0] for k, v in by_start.items()} == pytest.approx(accuracy)
+    assert by_start["tiny"]["accuracy_gain"][0] == pytest.approx(accuracy["tiny"] - accuracy["scratch"])
+    assert f"| local | 32 | tiny | 1 | {accuracy['tiny']:.3f} [nan, nan] |" in done.stdout
+    assert matplotlib.image.imread(demo_dir / "demo.png").shape[2] in (3, 4)

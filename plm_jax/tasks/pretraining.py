@@ -39,6 +39,8 @@ class PretrainingTask(Task):
         """The model and shapes from the config alone: `bench` and `compile-only` need no data."""
         self.config = config
         self.name = config.get("objective", "mlm")
+        if config.get("init"):
+            adopt_init_run(config)
         self.plot_title = _TITLES.get(self.name, self.name)
         self.model_cfg = validate(config, data=False)
         self.objective = get_objective(self.name, self.model_cfg)
@@ -63,6 +65,15 @@ class PretrainingTask(Task):
 
         docs = sources.iter_documents(config.data, "train", config.data.tokenizer_max_docs)
         return docs, tokenizer_pieces(config), tokenizer_options(config)
+
+    def initial_params(self, params: Any, param_shardings: Any) -> Any:
+        """Continued pretraining starts from every subtree of the init run, its prediction head included."""
+        if not self.config.get("init"):
+            return params
+        from plm_jax.tasks import starting_point
+
+        _, _, pretrained = starting_point.plm_jax_run_params(self.config.init, heads=tuple(params))
+        return starting_point.graft(params, pretrained, param_shardings)
 
     def batch_shapes(self, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         return self.objective.batch_shapes(self.config.data, batch_size)
@@ -138,6 +149,22 @@ def token_metrics(sums: dict[str, float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- checks, config and tokenizer
+def adopt_init_run(config: Any) -> None:
+    """Continued pretraining: the init run's model shape and tokenizer replace the config's (the config's data
+    is what the run continues on)."""
+    from plm_jax.tasks.starting_point import plm_jax_run_config
+
+    init = str(config.init)
+    if not os.path.isfile(os.path.join(init, "config.json")):
+        raise UserError(f"init={init!r}: not a pretraining run directory (no config.json in it)")
+    saved, _, tokenizer = plm_jax_run_config(init)
+    if saved.get("objective", "mlm") != config.get("objective", "mlm"):
+        raise UserError(f"init={init!r} is a run of objective={saved.get('objective', 'mlm')!r}; continued "
+                        f"pretraining keeps the objective, and this config's is {config.get('objective', 'mlm')!r}")
+    config.model = saved.model
+    config.data.tokenizer = os.path.abspath(tokenizer.path)
+
+
 def validate(config: Any, data: bool = True) -> TransformerConfig:
     """The config's model for its objective, and its train keys; `data`: the masking or span settings too (these
     checks need TensorFlow, which `bench` and `compile-only` do without)."""

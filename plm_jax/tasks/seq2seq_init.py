@@ -46,7 +46,7 @@ def resolve(config: Any) -> StartingPoint:
     if not os.path.isdir(os.path.join(init, "checkpoints")):
         raise FileNotFoundError(f"--init {init}: not a plm_jax pretraining run (no checkpoints/); translation starts "
                                 "from an mlm or span_corruption run, or from scratch (--init '')")
-    saved, run_cfg, tokenizer = starting_point._plm_jax_run_config(init)
+    saved, run_cfg, tokenizer = starting_point.plm_jax_run_config(init)
     if config.tokenizer:
         tokenizer = load_text_tokenizer(config.tokenizer)
     objective = saved.get("objective", "mlm")

@@ -65,7 +65,7 @@ def _is_hf_dir(path: str) -> bool:
         return "model_type" in json.load(f) or not os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def _plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, TransformerConfig, TextTokenizer]:
+def plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, TransformerConfig, TextTokenizer]:
     """A pretraining run's full config (defaults for keys an older run did not write), model shape, tokenizer."""
     from plm_jax.config_base import mlm_pretrain_config
 
@@ -90,7 +90,7 @@ def plm_jax_run_params(
     from plm_jax.train.rundir import CHECKPOINTS, RunDir
     from plm_jax.train.setup import build_for_inference
 
-    saved, model_cfg, tokenizer = _plm_jax_run_config(path)
+    saved, model_cfg, tokenizer = plm_jax_run_config(path)
     abstract = build_for_inference(PretrainingTask(saved)).abstract_params  # no optimizer, no train step
     params, step = RunDir(path).params(abstract, CHECKPOINTS)
     if heads is None:
@@ -154,7 +154,7 @@ def resolve(config: Any) -> StartingPoint:
         kind = "huggingface"
         params = {k: params[k] for k in ("encoder", "pooler") if k in params}
     elif config.from_scratch:  # the shape and tokenizer only: no need to read the weights
-        _, model_cfg, tokenizer = _plm_jax_run_config(init)
+        _, model_cfg, tokenizer = plm_jax_run_config(init)
         params, kind = {}, "plm_jax"
     else:
         model_cfg, tokenizer, params = plm_jax_run_params(init)
