@@ -119,8 +119,8 @@ def finetune_config() -> ml_collections.ConfigDict:
     config.distill = default_distill_config()  # a teacher (a fine-tuned run) whose outputs the loss also learns
     config.task.main_metric = ""  # "" = accuracy (classification), pearson (regression), f1 (qa)
     config.task.classifier_dropout = -1.0  # < 0: the model's dropout_rate, as Hugging Face
-    # classification/regression on an encoder: "cls" ([CLS], as Hugging Face) | "mean" (of the text's token outputs;
-    # better from a small masked-LM run, whose [CLS] output was never trained; docs/benchmarks.md)
+    # classification/regression on an encoder: "cls" ([CLS], as Hugging Face; `export` needs it) | "mean" (of the
+    # text's token outputs, for a masked-LM run whose [CLS] output was never trained; measured in docs/benchmarks.md)
     config.task.pooling = "cls"
     config.train = ml_collections.ConfigDict(
         dict(

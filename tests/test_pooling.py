@@ -1,8 +1,9 @@
-"""Sequence classification from the mean of the token outputs (`task.pooling="mean"`), against a numpy formula, and
-through a fine-tune that is reloaded from its directory."""
+"""Sequence classification from the mean of the token outputs (`task.pooling="mean"`): against a numpy formula, and
+kept in a run's model.json."""
 
 import json
 import os
+import types
 
 import flax.linen as nn
 import jax
@@ -11,13 +12,13 @@ import pytest
 
 from plm_jax import inference
 from plm_jax.config_base import finetune_config
-from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.encoder import Encoder
 from plm_jax.models.heads import BertForSequenceClassification, finetune_dummy_inputs, sequence_classifier
-from plm_jax.run import train
-from tests import corpus
+from plm_jax.tasks.classification_task import ClassificationTask
+from plm_jax.tasks.starting_point import StartingPoint
+from plm_jax.train.rundir import RunDir
 
 CFG = TransformerConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, max_len=12,
                         dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -63,23 +64,19 @@ def test_a_pooling_the_model_lacks_is_named():
         sequence_classifier(decoder, 2, pooling="mean")
 
 
-def test_a_mean_pooled_fine_tune_reloads_and_is_not_exported_as_cls(tmp_path):
-    train_tokenizer(corpus.documents(300), 60, tmp_path / "spm.model")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 128), ("eval", 64)):
-        corpus.write_sentiment_csv(tmp_path / f"{split}.csv", n, rng)
+def test_the_pooling_is_kept_in_model_json_rebuilt_and_refused_by_export(tmp_path):
+    """The config's pooling reaches model.json, a run rebuilt from model.json alone gets the same head, and `export`
+    refuses it before writing anything (Hugging Face's BertForSequenceClassification reads [CLS] only)."""
     config = finetune_config()
-    config.tokenizer = str(tmp_path / "spm.model")
-    config.model.update(vocab_size=60, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, max_len=64)
-    config.task.update(source="local", train_file=str(tmp_path / "train.csv"), eval_file=str(tmp_path / "eval.csv"),
-                       seq_len=40, pooling="mean")
-    config.train.update(batch_size=32, epochs=2, lr=3e-3, async_checkpoints=False)
-    workdir = str(tmp_path / "run")
-    results = train(config, workdir)
-
-    assert json.load(open(os.path.join(workdir, "model.json")))["pooling"] == "mean"
-    again = inference.evaluate(workdir)["eval"]  # rebuilt from model.json: the same head, the same numbers
-    np.testing.assert_allclose(again["loss"], results["best"]["metrics"]["loss"], rtol=1e-5)
+    config.task.update(pooling="mean", seq_len=12)
+    tokenizer = types.SimpleNamespace(path=str(tmp_path / "tokenizer" / "spm.model"))
+    start = StartingPoint("scratch", "random", CFG, tokenizer, None)
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    run.write_model_info(ClassificationTask.info_for(config, start, ("neg", "pos")))
+    assert json.load(open(run.file("model.json")))["pooling"] == "mean"
+    rebuilt = ClassificationTask(config, run.model_info(), tokenizer)
+    assert isinstance(rebuilt.model, BertForSequenceClassification) and rebuilt.model.pooling == "mean"
     with pytest.raises(UserError, match="pooling='mean'.*BertForSequenceClassification reads \\[CLS\\] only"):
-        inference.export_hf(workdir, str(tmp_path / "hf"))
+        inference.export_hf(run.path, str(tmp_path / "hf"))
     assert not os.path.exists(tmp_path / "hf")

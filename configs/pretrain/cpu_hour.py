@@ -12,6 +12,10 @@ measured effect):
   higher peak, linear decay to zero), a 30% masking rate (Wettig et al., 2023), the sparse prediction head;
 - the steps that fit in an hour at the measured throughput.
 `get_config("all")` pretrains on every source instead.
+
+Measured (docs/benchmarks.md, 2026-12-07, 2 CPU cores): fine-tuned with 10% dropout on 1,000 labeled examples, it
+beats the same model from random weights by +3.2 [+0.8, +5.6] test accuracy points on Rotten Tomatoes (5 seeds)
+and +27 on the Wikipedia topics. configs/pretrain/tapt.py continues it on one task's unlabeled text (5 minutes).
 """
 
 import ml_collections

@@ -36,8 +36,8 @@ TASKS = {
 SIZES = (100, 300, 1000, 3000, 0)
 # Every start fine-tunes with the same keys, but the 12x larger MiniLM at its own (lower) learning rate and for
 # fewer steps, as the Hugging Face examples do for a BERT-size model. The small model fine-tunes with 10% dropout
-# although the CPU-hour recipe pretrains without (as cramming does): +1.7 points on Rotten Tomatoes at 1,000 labels
-# from the recipe, +0.5 from random init (docs/benchmarks.md).
+# although the CPU-hour recipe pretrains without (as cramming does): on Rotten Tomatoes at 1,000 labels, +1.7 points
+# from the recipe and +0.5 from random init, 3 seeds, intervals that include zero (docs/benchmarks.md).
 SMALL_MODEL = {"train.lr": 1e-3, "train.epochs": 3, "train.min_steps": 300,
                "model_overrides.dropout_rate": 0.1, "model_overrides.attention_dropout_rate": 0.1}
 MINILM = {"train.lr": 1e-4, "train.epochs": 1, "train.min_steps": 150,
