@@ -107,6 +107,9 @@ def finetune_config() -> ml_collections.ConfigDict:
     # weights: then `tokenizer` and `model` say what to build). `--init` on the command line sets it.
     config.init = ""
     config.from_scratch = False  # keep init's shape and tokenizer, but start from random weights (a baseline)
+    # Keep only these layers of init, renumbered (a smaller student that starts from its teacher's layers, as
+    # DistilBERT's takes every other one: (0, 2, 4) of 6); () = all.
+    config.init_layers = ()
     config.tokenizer = ""  # override init's tokenizer (a SentencePiece .model, tokenizer.json or vocab.txt)
     config.model = ml_collections.ConfigDict(dataclasses.asdict(TransformerConfig()))  # only when init=""
     # Settings of the pretrained model a fine-tune may change (None = keep init's); never its shape.

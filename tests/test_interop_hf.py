@@ -377,3 +377,44 @@ def test_minilm_parity(minilm):
     assert max(diffs.values()) <= 1e-4, diffs
     assert hf_bert.params_to_hf(params, cfg).keys() == {
         k for k in model.state_dict() if not k.endswith("position_ids")}
+
+
+# --- a smaller student from every other layer ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_init_layers_matches_a_transformers_model_cut_to_those_layers(tmp_path, scan):
+    """`init_layers=(0, 2)` of a 4-layer BERT: the same as transformers' model with encoder.layer = [0, 2] (the
+    DistilBERT student's initialisation)."""
+    from plm_jax.config_base import finetune_config
+    from plm_jax.errors import UserError
+    from plm_jax.tasks import starting_point
+
+    model = perturbed_hf_model("base", tiny_hf_config(num_hidden_layers=4))
+    model.save_pretrained(tmp_path / "teacher")
+    (tmp_path / "teacher" / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]) + "\n")
+    config = finetune_config()
+    config.init, config.init_layers = str(tmp_path / "teacher"), (0, 2)
+    config.model_overrides.scan_layers = scan
+    start = starting_point.resolve(config)
+    assert start.model_cfg.num_layers == 2 and "layers 0, 2" in start.source
+    params = dict(start.params)
+    if scan:
+        assert params["encoder"]["layers"]["layer"]["mlp"]["wi"]["kernel"].shape[0] == 2
+
+    model.encoder.layer = torch.nn.ModuleList([model.encoder.layer[i] for i in (0, 2)])
+    model.config.num_hidden_layers = 2
+    b = batch()
+    diffs = max_diffs(run_ours("base", params, start.model_cfg, b), run_hf("base", model, b), b["mask"])
+    assert max(diffs.values()) <= TOL, diffs
+
+    config.init_layers = ("0", "2")  # as `--config.init_layers=0,2` gives them
+    assert starting_point.resolve(config).model_cfg.num_layers == 2
+    for bad in ((0, 4), (1, 1), (-1,), ("x",)):
+        config.init_layers = bad
+        with pytest.raises(UserError, match=r"init_layers=.*distinct layer indices of .*'s 4 layers \(0\.\.3\)"):
+            starting_point.resolve(config)
+    config.init, config.init_layers = "", (0,)
+    with pytest.raises(UserError, match="selects layers of --init, and there is none"):
+        starting_point.resolve(config)

@@ -48,6 +48,16 @@ def to_unscanned(tree: Any) -> Any:
     return _split_layers(tree, lambda x, i: x[i])
 
 
+def select_layers(tree: Any, keep: tuple[int, ...]) -> Any:
+    """An unscanned tree with only layers `keep`, renumbered 0..len(keep)-1 (a DistilBERT-style student that
+    starts from every other layer of its teacher)."""
+    def convert(d: dict) -> dict:
+        rest = {k: v for k, v in d.items() if not k.startswith("layer_")}
+        return {**rest, **{f"layer_{new}": d[f"layer_{old}"] for new, old in enumerate(keep)}}
+
+    return jax.tree.map(lambda x: convert(x) if _is_unscanned(x) else x, tree, is_leaf=_is_unscanned)
+
+
 def _with_spec(x: jax.ShapeDtypeStruct, shape: tuple, spec: tuple) -> jax.ShapeDtypeStruct:
     sharding = x.sharding
     if isinstance(sharding, NamedSharding):

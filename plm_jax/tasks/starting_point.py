@@ -124,6 +124,22 @@ def hub_snapshot(repo_id: str) -> str:
     return path
 
 
+def keep_layers(model_cfg: TransformerConfig, params: dict[str, Any], keep: tuple[int, ...],
+                source: str) -> tuple[TransformerConfig, dict[str, Any]]:
+    """`config.init_layers`: the model with only those layers of the starting point, in that order."""
+    n = model_cfg.num_layers
+    given = keep
+    try:  # `--config.init_layers=0,2,4` arrives as strings
+        keep = tuple(int(i) for i in keep)
+    except (TypeError, ValueError):
+        keep = (-1,)
+    if any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
+        raise UserError(f"init_layers={given}: expected distinct layer indices of {source}'s {n} layers (0..{n - 1})")
+    if model_cfg.architecture == "encoder_decoder":
+        raise UserError("init_layers applies to an encoder or a decoder, not an encoder-decoder")
+    return dataclasses.replace(model_cfg, num_layers=len(keep)), layout.select_layers(params, keep)
+
+
 def resolve(config: Any) -> StartingPoint:
     """Reads `config.init` (path, "minilm" or ""), `config.from_scratch`, `config.tokenizer`, `config.model`."""
     init = str(config.init or "")
@@ -132,6 +148,8 @@ def resolve(config: Any) -> StartingPoint:
 
         init = minilm_dir()
     if not init:
+        if config.get("init_layers"):
+            raise UserError(f"init_layers={tuple(config.init_layers)} selects layers of --init, and there is none")
         if not config.tokenizer:
             raise UserError("a fine-tune from scratch needs --config.tokenizer (a SentencePiece model or a "
                              "Hugging Face tokenizer.json/vocab.txt); or give --init")
@@ -163,7 +181,12 @@ def resolve(config: Any) -> StartingPoint:
         kind = "plm_jax"
     check_vocab(model_cfg, tokenizer, init)
     model_cfg = _apply_overrides(model_cfg, config.model_overrides)
-    params = layout.to_scanned(params) if model_cfg.scan_layers else layout.to_unscanned(params)
+    params = layout.to_unscanned(params)
+    if config.get("init_layers"):
+        model_cfg, params = keep_layers(model_cfg, params, tuple(config.init_layers), init)
+    params = layout.to_scanned(params) if model_cfg.scan_layers else params
+    if config.get("init_layers"):
+        init = f"{init} (layers {', '.join(map(str, config.init_layers))})"
     if config.from_scratch:
         return StartingPoint("scratch", f"random weights in the shape of {init}", model_cfg, tokenizer, None)
     return StartingPoint(kind, init, model_cfg, tokenizer, params)

@@ -78,6 +78,9 @@ class TranslationTask(FinetuneTask):
     def starting_point(cls, config: Any) -> StartingPoint:
         from plm_jax.tasks import seq2seq_init
 
+        if config.get("init_layers"):
+            raise UserError("init_layers is for encoder or decoder fine-tunes; a translation model keeps its init's "
+                            "layers")
         return seq2seq_init.resolve(config)
 
     @classmethod
