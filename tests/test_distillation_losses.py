@@ -78,3 +78,26 @@ def test_hidden_mse_and_the_mix():
                                rtol=1e-6)
     np.testing.assert_allclose(np.asarray(mixed_loss(jnp.asarray([1.0, 2.0]), jnp.asarray([3.0, 5.0]), 0.25)),
                                [1.5, 2.75])
+
+
+def test_qa_distillation_is_the_mean_start_and_end_kl_over_the_real_tokens():
+    """DistilBERT's SQuAD term, from numpy over each row's real tokens only: the padding the QA head pushes to -1e9
+    adds nothing (and no NaN)."""
+    from plm_jax.tasks.qa_task import QATask, span_logits
+
+    rng = np.random.default_rng(3)
+    segments = np.array([[1] * 10, [1] * 6 + [0] * 4])
+    student, teacher = [span_logits(tuple(jnp.asarray(x) for x in rng.normal(size=(2, 2, 10)) * 2),
+                                    jnp.asarray(segments)) for _ in range(2)]
+    t = 2.0
+    got = np.asarray(QATask.distill_terms(None, student, teacher, t))  # uses no state of the task
+    expected = []
+    for row, length in enumerate((10, 6)):
+        kls = []
+        for s_logits, t_logits in zip(student, teacher):
+            s, te = np.asarray(s_logits)[row, :length], np.asarray(t_logits)[row, :length]
+            p = softmax(te / t)
+            kls.append(t * t * np.sum(p * (np.log(p) - log_softmax(s / t))))
+        expected.append(np.mean(kls))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

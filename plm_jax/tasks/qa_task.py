@@ -20,6 +20,7 @@ from plm_jax.files import write_atomic
 from plm_jax.models.heads import BertForQuestionAnswering, finetune_dummy_inputs, needs_encoder
 from plm_jax.tasks import qa, subsets
 from plm_jax.tasks.classification_task import INPUT_KEYS, cross_entropy, encoder_forward
+from plm_jax.tasks.distillation_losses import soft_cross_entropy_kl
 from plm_jax.tasks.finetuning import FinetuneTask, Split
 from plm_jax.tasks.qa_postprocess import postprocess
 from plm_jax.tasks.starting_point import StartingPoint
@@ -92,6 +93,14 @@ class QATask(FinetuneTask):
 
     def named_outputs(self, outputs: tuple[jax.Array, jax.Array], batch: Batch) -> dict[str, jax.Array]:
         return {"start_logits": outputs[0], "end_logits": outputs[1]}
+
+    def distill_terms(self, outputs: tuple[jax.Array, jax.Array], teacher_outputs: tuple[jax.Array, jax.Array],
+                      temperature: float) -> jax.Array:
+        """DistilBERT on SQuAD: the mean of the softened start and end distributions' T^2 KL; padding, pushed to
+        -1e9 in both, carries no probability and adds nothing."""
+        (start_BxL, end_BxL), (teacher_start_BxL, teacher_end_BxL) = outputs, teacher_outputs
+        return 0.5 * (soft_cross_entropy_kl(start_BxL, teacher_start_BxL, temperature)
+                      + soft_cross_entropy_kl(end_BxL, teacher_end_BxL, temperature))
 
     # ------------------------------------------------------------ scoring and prediction
     def _answers(self, examples: list[qa.QAExample], features: qa.QAFeatures, outputs: dict[str, np.ndarray]):
