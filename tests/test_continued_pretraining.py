@@ -1,14 +1,18 @@
 """Continued pretraining (`config.init`: domain- and task-adaptive pretraining): a run starts from another run's
 latest parameters, heads included, in its shape and with its tokenizer; another objective is refused."""
 
+import json
+
 import numpy as np
 import pytest
 
 from plm_jax.config_base import pretrain_config
+from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.errors import UserError
 from plm_jax.run import train
 from plm_jax.tasks.pretraining import PretrainingTask
 from plm_jax.tasks.starting_point import plm_jax_run_params
+from tests.corpus import documents as corpus_documents
 from tests.corpus import write_corpus
 
 
@@ -29,6 +33,7 @@ def first(tmp_path_factory):
     return str(base / "first")
 
 
+@pytest.mark.slow
 def test_a_run_continues_from_another_runs_weights_shape_and_tokenizer(first, tmp_path):
     # the task's text: another corpus; the config's model (the default BERT-base shape) gives way to the init's
     config = pretrain_config("mlm")
@@ -61,12 +66,20 @@ def _leaves(tree, prefix: str = ""):
             yield f"{prefix}{key}", np.asarray(value)
 
 
-def test_an_init_of_another_objective_or_no_run_is_named(first, tmp_path):
+def test_an_init_of_another_objective_or_no_run_is_named(tmp_path):
+    """Checked when the task is built, before any data is read or any step runs."""
+    first = tmp_path / "first"
+    first.mkdir()
+    train_tokenizer(corpus_documents(200), 56, first / "tokenizer.model")
+    saved = tiny(str(tmp_path / "unused.txt")).to_dict()
+    (first / "config.json").write_text(json.dumps(saved), encoding="utf-8")
     config = pretrain_config("causal_lm")
-    config.init = first
+    config.init = str(first)
     with pytest.raises(UserError, match="objective='mlm'; continued pretraining keeps the objective"):
         PretrainingTask(config)
     config = pretrain_config("mlm")
+    config.init, config.data.seq_len = str(first), 48
+    assert PretrainingTask(config).model_cfg.hidden_size == 32  # the init's shape, not BERT-base's
     config.init = str(tmp_path / "nowhere")
     with pytest.raises(UserError, match="not a pretraining run directory"):
         PretrainingTask(config)
