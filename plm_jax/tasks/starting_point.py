@@ -73,6 +73,7 @@ def plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, Transforme
         saved_dict = json.load(f)
     saved = mlm_pretrain_config()  # defaults for keys that an older run did not write
     saved.update(ml_collections.ConfigDict(saved_dict))
+    saved.init = ""  # a continued run's config already holds its init's model and tokenizer
     if "task" in saved_dict:
         raise UserError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
                          "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
