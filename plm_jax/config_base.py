@@ -34,7 +34,7 @@ def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     config.objective = objective  # mlm (BERT) | causal_lm (GPT) | span_corruption (T5): must match model.architecture
     # A pretraining run of the same objective to continue from (domain- or task-adaptive pretraining, Gururangan et
     # al. 2020): its latest parameters, model shape and tokenizer, with a fresh optimizer and schedule on this
-    # config's data; `model` and `data.tokenizer` are then the init run's. "" = random weights.
+    # config's data; `model` is then the init run's, and its tokenizer is copied into the run. "" = random weights.
     config.init = ""
 
     config.model = ml_collections.ConfigDict(

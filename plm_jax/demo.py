@@ -8,8 +8,8 @@ pretraining pays.
 2. For Rotten Tomatoes sentiment and the 11 Wikipedia topics: the learning-curve sweep of configs/sweeps/curve.py
    (fine-tunes from random weights, from the recipe's model and from the imported all-MiniLM-L6-v2, on stratified
    subsets of each size, one per seed), then its report (`<workdir>/curve_<task>/report.md`, curve.csv, plots/).
-3. Print one table (test accuracy and macro-F1, mean [95% interval], each start minus random init paired by seed),
-   and save demo_results.json and demo.png (test accuracy against labels, one panel per task).
+3. Print one table (test accuracy and macro-F1, mean [95% interval], each start minus random init paired by seed)
+   and save it as demo_results.json; each task's curve is its report's plots/curve_<task>_test_accuracy.png.
 
 Every step resumes: run the command again after an interruption and finished fine-tunes are read back.
 """
@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+
+from plm_jax.errors import UserError
+from plm_jax.sweep.stats import Interval
 
 log = logging.getLogger("plm_jax")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +68,7 @@ def run_demo(workdir: str, pretrained: str | None = None, *, tasks: Sequence[str
     elif not os.path.isdir(os.path.join(pretrained, "checkpoints")):
         raise FileNotFoundError(f"--pretrained {pretrained}: not a pretraining run (no checkpoints/ in it)")
 
-    rows, reports = [], {}
+    rows, reports, curves, failed = [], {}, [], 0
     for n, task in enumerate(tasks, 1):
         sweep_dir = os.path.join(workdir, f"curve_{task}")
         log.info("demo 2/3: learning curve %d of %d, %s, in %s", n, len(tasks), task, sweep_dir)
@@ -74,15 +77,20 @@ def run_demo(workdir: str, pretrained: str | None = None, *, tasks: Sequence[str
             raise KeyboardInterrupt(f"interrupted during {sweep_dir}; run the demo again to resume")
         report = write_report(sweep_dir)
         reports[task] = report["report"]
+        curves += [p for p in report["plots"] if os.path.basename(p).startswith("curve_")]
+        failed += report["counts"].get("failed", 0)
         rows += curve_rows(task, report["curve"])
     summary = {"pretrained": pretrained, "sizes": sizes, "seeds": seeds, "rows": rows, "reports": reports,
-               "tfidf_reference_accuracy": {t: REFERENCE[t] for t in tasks if t in REFERENCE}}
+               "curves": curves, "tfidf_reference_accuracy": {t: REFERENCE[t] for t in tasks if t in REFERENCE}}
     with open(os.path.join(workdir, "demo_results.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+        json.dump(summary, f, indent=2, default=_interval_json)
     print(demo_table(rows))
     print(f"TF-IDF + logistic regression reference accuracy (all labels): {summary['tfidf_reference_accuracy']}")
-    print(f"written: {os.path.join(workdir, 'demo_results.json')}, {plot_demo(rows, workdir)}; "
-          f"per task: {', '.join(reports.values())}")
+    print(f"written: {os.path.join(workdir, 'demo_results.json')}; reports: {', '.join(reports.values())}; "
+          f"curves: {', '.join(curves)}")
+    if failed:
+        raise UserError(f"{failed} fine-tune(s) of the demo failed: their errors are in the reports above; run the "
+                        "demo again to retry them")
     return summary
 
 
@@ -94,22 +102,15 @@ def curve_rows(task: str, points_by_metric: dict[str, Any]) -> list[dict[str, An
             row = rows.setdefault((point.x_label, point.line), {
                 "task": task, "labels": point.x_label, "train_examples": point.examples, "start": point.line,
                 "seeds": len(point.values)})
-            row[metric] = _interval(point.interval)
+            row[metric] = point.interval
             if point.difference is not None and point.difference.n:
-                row[f"{metric}_gain"] = _interval(point.difference)
+                row[f"{metric}_gain"] = point.difference
     return list(rows.values())
 
 
-def _interval(interval: Any) -> list[float | None]:
+def _interval_json(interval: Interval) -> list[float | None]:
+    """[estimate, low, high], null where undefined (one seed)."""
     return [None if not math.isfinite(v) else float(v) for v in (interval.estimate, interval.low, interval.high)]
-
-
-def _format(values: list[float | None] | None, signed: bool = False) -> str:
-    """mean [low, high]; an interval of one seed is "nan"."""
-    if not values or values[0] is None:
-        return ""
-    mean, low, high = ("nan" if v is None else format(v, "+.3f" if signed else ".3f") for v in values)
-    return f"{mean} [{low}, {high}]"
 
 
 def demo_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -117,39 +118,6 @@ def demo_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ["task", "labels", "start", "seeds", "test acc [95%]", "gain vs random init", "test macro-F1 [95%]",
               "gain vs random init"]
     body = [[r["task"], r["labels"] if r["labels"] != "all" else f"all ({r['train_examples']:.0f})", r["start"],
-             r["seeds"], _format(r.get("accuracy")), _format(r.get("accuracy_gain"), True),
-             _format(r.get("f1_macro")), _format(r.get("f1_macro_gain"), True)] for r in rows]
+             r["seeds"], *(r[k].format(3, signed=k.endswith("_gain")) if k in r else ""
+                           for k in ("accuracy", "accuracy_gain", "f1_macro", "f1_macro_gain"))] for r in rows]
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in [header, ["---"] * len(header), *body])
-
-
-def plot_demo(rows: Sequence[dict[str, Any]], workdir: str) -> str:
-    """Test accuracy against labeled examples (log x), one line per start with its interval shaded; a panel per
-    task, with the TF-IDF reference as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5.5 * max(len(tasks), 1), 4.0), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for start in dict.fromkeys(r["start"] for r in rows if r["task"] == task):
-            points = sorted((r["train_examples"], r["accuracy"]) for r in rows
-                            if r["task"] == task and r["start"] == start and r.get("accuracy"))
-            xs = [x for x, _ in points]
-            ax.plot(xs, [a[0] for _, a in points], "o-", label=start)
-            ax.fill_between(xs, [a[1] if a[1] is not None else a[0] for _, a in points],
-                            [a[2] if a[2] is not None else a[0] for _, a in points], alpha=0.2, linewidth=0)
-        if task in REFERENCE:
-            ax.axhline(REFERENCE[task], color="k", linestyle="--", linewidth=1, label="TF-IDF + LR, all labels")
-        ax.set_xscale("log")
-        ax.set_xlabel("labeled training examples (log scale)")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"{task.replace('_', ' ')}: mean over seeds, 95% interval", fontsize="medium")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = os.path.join(workdir, "demo.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -66,7 +66,7 @@ def export_hf(workdir: str, output_dir: str) -> str:
         if info.model_cfg.architecture != "encoder":
             raise UserError(f"{workdir} fine-tuned a model.architecture={info.model_cfg.architecture!r} model; "
                              "`export` writes Hugging Face BERT checkpoints (architecture 'encoder') only")
-        if info.pooling != "cls":
+        if info.kind in ("classification", "regression") and info.pooling != "cls":
             raise UserError(f"{workdir} classifies from task.pooling={info.pooling!r}; Hugging Face's "
                              "BertForSequenceClassification reads [CLS] only, so `export` needs pooling='cls'")
         run = load(workdir)

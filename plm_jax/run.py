@@ -60,6 +60,7 @@ def load(workdir: str, int8: bool = False) -> LoadedRun:
         from plm_jax.config_base import mlm_pretrain_config
 
         config = run.load_config(mlm_pretrain_config())  # defaults for keys an older run did not write
+        config.init = ""  # a continued run holds its init's model and tokenizer already
         task = task_class(task_name(config))(config)
         which = CHECKPOINTS
     setup = build_for_inference(task, int8=int8)

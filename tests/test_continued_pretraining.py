@@ -2,6 +2,7 @@
 latest parameters, heads included, in its shape and with its tokenizer; another objective is refused."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -51,8 +52,13 @@ def test_a_run_continues_from_another_runs_weights_shape_and_tokenizer(first, tm
     # fresh initialisation of any of them would differ)
     heads = ("encoder", "pooler", "mlm_head")
     _, tokenizer_a, params_a = plm_jax_run_params(first, heads=heads)
-    _, tokenizer_b, params_b = plm_jax_run_params(second, heads=heads)
-    assert set(params_b) == set(heads) and tokenizer_b.path == tokenizer_a.path
+    os.rename(first, first + ".away")  # the continued run needs nothing of its init: the tokenizer was copied
+    try:
+        _, tokenizer_b, params_b = plm_jax_run_params(second, heads=heads)
+    finally:
+        os.rename(first + ".away", first)
+    assert set(params_b) == set(heads) and os.path.dirname(tokenizer_b.path) == second
+    assert open(tokenizer_b.path, "rb").read() == open(tokenizer_a.path, "rb").read()
     flat_a = dict(_leaves(params_a))
     for path, leaf in _leaves(params_b):
         np.testing.assert_array_equal(leaf, flat_a[path], err_msg=path)
@@ -69,7 +75,7 @@ def _leaves(tree, prefix: str = ""):
 def test_an_init_of_another_objective_or_no_run_is_named(tmp_path):
     """Checked when the task is built, before any data is read or any step runs."""
     first = tmp_path / "first"
-    first.mkdir()
+    (first / "checkpoints").mkdir(parents=True)
     train_tokenizer(corpus_documents(200), 56, first / "tokenizer.model")
     saved = tiny(str(tmp_path / "unused.txt")).to_dict()
     (first / "config.json").write_text(json.dumps(saved), encoding="utf-8")
@@ -80,6 +86,9 @@ def test_an_init_of_another_objective_or_no_run_is_named(tmp_path):
     config = pretrain_config("mlm")
     config.init, config.data.seq_len = str(first), 48
     assert PretrainingTask(config).model_cfg.hidden_size == 32  # the init's shape, not BERT-base's
-    config.init = str(tmp_path / "nowhere")
-    with pytest.raises(UserError, match="not a pretraining run directory"):
+    config.data.tokenizer = str(first / "tokenizer.model")
+    with pytest.raises(UserError, match="continued pretraining uses its init run's tokenizer"):
+        PretrainingTask(config)
+    config.init, config.data.tokenizer = str(tmp_path / "nowhere"), ""
+    with pytest.raises(UserError, match="not a plm_jax pretraining run directory"):
         PretrainingTask(config)

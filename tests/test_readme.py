@@ -34,7 +34,7 @@ EXPECTED = [
     ("demo", None),
 ]
 # Hours of work as written; what they run is tested on tiny settings elsewhere: the recipe's corpus and config in
-# test_data_sources.py and test_configs_and_bench.py, the demo end to end in test_curve.py.
+# test_data_offline_mix.py and test_configs_and_bench.py, the demo end to end in test_curve.py.
 NOT_RUN_HERE = {("pretrain", "configs/pretrain/cpu_hour.py"), ("demo", None)}
 
 VOCAB = 56  # what the tiny corpus supports

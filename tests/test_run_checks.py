@@ -67,3 +67,26 @@ def test_small_subsets_get_their_minimum_steps():
     assert training_epochs(3, steps_per_epoch=3, min_steps=300) == 100  # 100 labels, batch 32
     assert training_epochs(3, steps_per_epoch=266, min_steps=300) == 3  # all 8,530: epochs already suffice
     assert training_epochs(3, steps_per_epoch=7, min_steps=0) == 3
+
+
+def test_a_fine_tune_resumed_with_other_init_layers_is_refused_and_an_older_run_still_resumes(tmp_path):
+    import json
+
+    from plm_jax.config_base import finetune_config
+    from plm_jax.tasks.finetuning import check_workdir
+
+    config = finetune_config()
+    config.init, config.init_layers = "runs/minilm", (0, 2)
+    saved = json.loads(config.to_json_best_effort())
+    os.makedirs(tmp_path / "checkpoints" / "10")
+    (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    check_workdir(config, str(tmp_path))  # the same layers resume
+    config.init_layers = ("0", "2")  # as --config.init_layers=0,2 gives them
+    check_workdir(config, str(tmp_path))
+    config.init_layers = (0, 1)
+    with pytest.raises(UserError, match=r"another init_layers \(saved \[0, 2\], now \[0, 1\]\)"):
+        check_workdir(config, str(tmp_path))
+    del saved["init_layers"]  # a run from before the key kept every layer
+    (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    config.init_layers = ()
+    check_workdir(config, str(tmp_path))

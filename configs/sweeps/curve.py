@@ -41,7 +41,7 @@ SIZES = (100, 300, 1000, 3000, 0)
 SMALL_MODEL = {"train.lr": 1e-3, "train.epochs": 3, "train.min_steps": 300,
                "model_overrides.dropout_rate": 0.1, "model_overrides.attention_dropout_rate": 0.1}
 MINILM = {"train.lr": 1e-4, "train.epochs": 1, "train.min_steps": 150,
-          "model_overrides.dropout_rate": 0.1, "model_overrides.attention_dropout_rate": 0.1}  # its config.json's own
+          "model_overrides.dropout_rate": None, "model_overrides.attention_dropout_rate": None}  # its own (0.1)
 COMMON = {"train.max_evals": 5, "train.log_every": 20}
 
 

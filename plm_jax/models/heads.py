@@ -59,8 +59,9 @@ class BertForSequenceClassification(nn.Module):
         x_BxLxD = self.encoder(input_ids_BxL, segment_ids_BxL, positions_BxL, token_type_ids_BxL,
                                deterministic=deterministic)
         if self.pooling == "mean":
-            text_BxLx1 = (segment_ids_BxL > 0)[..., None].astype(x_BxLxD.dtype)
-            summary_BxD = jnp.sum(x_BxLxD * text_BxLx1, axis=1) / jnp.maximum(jnp.sum(text_BxLx1, axis=1), 1)
+            text_BxLx1 = (segment_ids_BxL > 0)[..., None].astype(jnp.float32)  # summed in float32, as bf16 would lose
+            summary_BxD = (jnp.sum(x_BxLxD.astype(jnp.float32) * text_BxLx1, axis=1)
+                           / jnp.maximum(jnp.sum(text_BxLx1, axis=1), 1)).astype(x_BxLxD.dtype)
         else:
             summary_BxD = x_BxLxD[:, 0]
         pooled_BxD = jnp.tanh(self.pooler(summary_BxD))

@@ -153,9 +153,10 @@ class Interval:
         """Whether zero is plausible; True also for an undefined (nan) interval, which can rule nothing out."""
         return not (self.low > 0 or self.high < 0)
 
-    def format(self, digits: int = 4) -> str:
-        """'0.1234 [0.1001, 0.1467]': the estimate and the interval for a report table."""
-        return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+    def format(self, digits: int = 4, signed: bool = False) -> str:
+        """'0.1234 [0.1001, 0.1467]' (signed: '+0.1234 [...]'): the estimate and the interval for a report table."""
+        spec = f"{'+' if signed else ''}.{digits}f"
+        return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
     def __str__(self) -> str:
         return self.format()

@@ -4,6 +4,7 @@ sentiment, topics, sentence pairs (GLUE), scores (STS-B). Data loading and encod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -21,6 +22,7 @@ from plm_jax.tasks import classification
 from plm_jax.tasks.distillation_losses import soft_cross_entropy_kl
 from plm_jax.tasks.finetuning import FinetuneTask, Split
 from plm_jax.tasks.starting_point import StartingPoint
+from plm_jax.train.rundir import ModelInfo
 from plm_jax.train.task import Batch, Steps
 
 log = logging.getLogger("plm_jax")
@@ -59,7 +61,12 @@ class ClassificationTask(FinetuneTask):
     @classmethod
     def check_start(cls, config: Any, start: StartingPoint) -> None:
         # names an architecture without this head, or a pooling it lacks
-        sequence_classifier(start.model_cfg, 2, kind=config.task.kind, pooling=config.task.pooling)
+        sequence_classifier(start.model_cfg, 2, kind=config.task.kind, pooling=config.task.get("pooling", "cls"))
+
+    @classmethod
+    def info_for(cls, config: Any, start: StartingPoint, labels: tuple[str, ...]) -> ModelInfo:
+        return dataclasses.replace(super().info_for(config, start, labels),
+                                   pooling=str(config.task.get("pooling", "cls")))
 
     def build_model(self) -> nn.Module:
         num_labels = 1 if self.regression else len(self.info.label_names)

@@ -7,7 +7,8 @@ state: no gradient, no optimizer moments, not in the student's checkpoints (a re
 teacher's run). The student reads the teacher's inputs, so it must use the teacher's tokenizer.
 
 The loss per example is (1 - alpha) * label loss + alpha * the task's distillation term (classification: T^2 KL
-of the temperature-softened class distributions; regression: squared error to the teacher's score).
+of the temperature-softened class distributions; regression: squared error to the teacher's score; extractive QA:
+the mean of that KL over the start and the end positions).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ class FinetuneTask(Task):
     def info_for(cls, config: ml_collections.ConfigDict, start: StartingPoint, labels: tuple[str, ...]) -> ModelInfo:
         dropout = float(config.task.get("classifier_dropout", -1.0))
         return ModelInfo(start.model_cfg, config.task.kind, labels, start.tokenizer.path,
-                         None if dropout < 0 else dropout, str(config.task.get("pooling", "cls")))
+                         None if dropout < 0 else dropout)
 
     def label_names(self, train: Split) -> tuple[str, ...]:
         return ()
@@ -302,8 +302,10 @@ def check_workdir(config: Any, workdir: str) -> None:
     if "task" not in saved:
         raise UserError(f"{workdir} holds a pretraining run; give the fine-tune a new --workdir "
                          f"(and --init {workdir} to start from it)")
-    for key in ("init", "from_scratch", "tokenizer", "task", "model_overrides", "seed", "train"):
-        was, now = saved.get(key), resolved.get(key)
+    for key in ("init", "from_scratch", "init_layers", "tokenizer", "task", "model_overrides", "seed", "train"):
+        was, now = saved.get(key, [] if key == "init_layers" else None), resolved.get(key)
+        if key == "init_layers":  # JSON lists; an older run without the key kept every layer
+            was, now = [int(i) for i in was], [int(i) for i in now or []]
         if isinstance(was, dict) and isinstance(now, dict):  # keys added since the run started hold their defaults
             now = {k: v for k, v in now.items() if k in was}
         if key == "train":  # these change how a run reports, not what it computes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,8 +40,8 @@ class PretrainingTask(Task):
         """The model and shapes from the config alone: `bench` and `compile-only` need no data."""
         self.config = config
         self.name = config.get("objective", "mlm")
-        if config.get("init"):
-            adopt_init_run(config)
+        # continued pretraining: the init run's tokenizer, copied into the work directory by `prepare`
+        self.init_tokenizer = adopt_init_run(config) if config.get("init") else None
         self.plot_title = _TITLES.get(self.name, self.name)
         self.model_cfg = validate(config, data=False)
         self.objective = get_objective(self.name, self.model_cfg)
@@ -92,6 +93,8 @@ class PretrainingTask(Task):
         run = RunDir(workdir)
         resolved = check_config(config, run)
         os.makedirs(workdir, exist_ok=True)
+        if self.init_tokenizer and not os.path.exists(os.path.join(workdir, "tokenizer.model")):
+            shutil.copyfile(self.init_tokenizer, os.path.join(workdir, "tokenizer.model"))  # the run needs no init
         self.tokenizer = prepare_tokenizer(config, workdir)
         # once the inputs are checked; a first start that failed before saving a step pins nothing
         run.write_config(resolved, replace=not run.has_trained())
@@ -149,20 +152,23 @@ def token_metrics(sums: dict[str, float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- checks, config and tokenizer
-def adopt_init_run(config: Any) -> None:
-    """Continued pretraining: the init run's model shape and tokenizer replace the config's (the config's data
-    is what the run continues on)."""
+def adopt_init_run(config: Any) -> str:
+    """Continued pretraining: the init run's model replaces the config's (the config's data is what the run
+    continues on); returns the init's tokenizer, which the run copies and uses."""
     from plm_jax.tasks.starting_point import plm_jax_run_config
 
     init = str(config.init)
-    if not os.path.isfile(os.path.join(init, "config.json")):
-        raise UserError(f"init={init!r}: not a pretraining run directory (no config.json in it)")
+    if not os.path.isfile(os.path.join(init, "config.json")) or not os.path.isdir(os.path.join(init, "checkpoints")):
+        raise UserError(f"init={init!r}: not a plm_jax pretraining run directory (config.json and checkpoints/)")
+    if config.data.tokenizer:
+        raise UserError(f"data.tokenizer={config.data.tokenizer!r}: continued pretraining uses its init run's "
+                        "tokenizer; leave data.tokenizer empty")
     saved, _, tokenizer = plm_jax_run_config(init)
     if saved.get("objective", "mlm") != config.get("objective", "mlm"):
         raise UserError(f"init={init!r} is a run of objective={saved.get('objective', 'mlm')!r}; continued "
                         f"pretraining keeps the objective, and this config's is {config.get('objective', 'mlm')!r}")
     config.model = saved.model
-    config.data.tokenizer = os.path.abspath(tokenizer.path)
+    return tokenizer.path
 
 
 def validate(config: Any, data: bool = True) -> TransformerConfig:

@@ -44,6 +44,9 @@ class QATask(FinetuneTask):
     @classmethod
     def check_start(cls, config: Any, start: StartingPoint) -> None:
         needs_encoder("qa", start.model_cfg.architecture)
+        if config.task.get("pooling", "cls") != "cls":
+            raise UserError(f"task.pooling={config.task.pooling!r} is for classification and regression; extractive "
+                            "QA reads every token")
 
     def build_model(self) -> nn.Module:
         return BertForQuestionAnswering(self.model_cfg)
