@@ -382,7 +382,7 @@ def test_minilm_parity(minilm):
 # --- a smaller student from every other layer ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("scan", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_init_layers_matches_a_transformers_model_cut_to_those_layers(tmp_path, scan):
     """`init_layers=(0, 2)` of a 4-layer BERT: the same as transformers' model with encoder.layer = [0, 2] (the
     DistilBERT student's initialisation)."""
