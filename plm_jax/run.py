@@ -57,10 +57,9 @@ def load(workdir: str, int8: bool = False) -> LoadedRun:
         task = task_class(info.kind)(config, info, load_text_tokenizer(info.tokenizer_path))
         which = BEST
     else:
-        from plm_jax.config_base import mlm_pretrain_config
+        from plm_jax.tasks.starting_point import saved_pretraining_config
 
-        config = run.load_config(mlm_pretrain_config())  # defaults for keys an older run did not write
-        config.init = ""  # a continued run holds its init's model and tokenizer already
+        config = saved_pretraining_config(workdir)
         task = task_class(task_name(config))(config)
         which = CHECKPOINTS
     setup = build_for_inference(task, int8=int8)

@@ -65,16 +65,21 @@ def _is_hf_dir(path: str) -> bool:
         return "model_type" in json.load(f) or not os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, TransformerConfig, TextTokenizer]:
-    """A pretraining run's full config (defaults for keys an older run did not write), model shape, tokenizer."""
+def saved_pretraining_config(path: str) -> ml_collections.ConfigDict:
+    """A pretraining run's config.json over today's defaults (keys an older run did not write). Its `init` is only
+    a record: a continued run's config already holds its init's model, and the run holds the tokenizer."""
     from plm_jax.config_base import mlm_pretrain_config
+    from plm_jax.train.rundir import RunDir
 
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        saved_dict = json.load(f)
-    saved = mlm_pretrain_config()  # defaults for keys that an older run did not write
-    saved.update(ml_collections.ConfigDict(saved_dict))
-    saved.init = ""  # a continued run's config already holds its init's model and tokenizer
-    if "task" in saved_dict:
+    saved = RunDir(path).load_config(mlm_pretrain_config())
+    saved.init = ""
+    return saved
+
+
+def plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, TransformerConfig, TextTokenizer]:
+    """A pretraining run's full config (saved_pretraining_config), model shape, tokenizer."""
+    saved = saved_pretraining_config(path)
+    if "task" in saved:
         raise UserError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
                          "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
     model_cfg = TransformerConfig.from_config(saved.model)
@@ -185,9 +190,8 @@ def resolve(config: Any) -> StartingPoint:
     params = layout.to_unscanned(params)
     if config.get("init_layers"):
         model_cfg, params = keep_layers(model_cfg, params, tuple(config.init_layers), init)
-    params = layout.to_scanned(params) if model_cfg.scan_layers else params
-    if config.get("init_layers"):
         init = f"{init} (layers {', '.join(map(str, config.init_layers))})"
+    params = layout.to_scanned(params) if model_cfg.scan_layers else params
     if config.from_scratch:
         return StartingPoint("scratch", f"random weights in the shape of {init}", model_cfg, tokenizer, None)
     return StartingPoint(kind, init, model_cfg, tokenizer, params)
