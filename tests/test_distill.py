@@ -15,6 +15,7 @@ from plm_jax.config_base import finetune_config
 from plm_jax.data.tokenizer import train_tokenizer
 from plm_jax.errors import UserError
 from plm_jax.run import build_task, load, train
+from plm_jax.tasks import classification
 from plm_jax.tasks import finetuning as fdata
 from plm_jax.train.checkpoint import tree_equal
 from plm_jax.train.rundir import RunDir
@@ -169,3 +170,60 @@ def test_a_teacher_the_student_cannot_read_is_refused_in_one_line(teacher, tmp_p
         build_task(_config(base, 16, 1, 1, teacher=str(tmp_path / "nope")), str(tmp_path / "d"))
     with pytest.raises(UserError, match="not a fine-tuned plm_jax run"):
         build_task(_config(base, 16, 1, 1, teacher=str(tmp_path)), str(tmp_path / "e"))
+
+
+@pytest.mark.slow
+def test_the_rest_of_the_train_split_joins_labeled_by_the_teacher_alone(teacher, tmp_path):
+    base, teacher_dir, _ = teacher
+    config = _student_config(base, teacher_dir, unlabeled="rest")
+    config.task.max_train_examples = 128
+    task = build_task(config)
+    arrays = task.splits["train"].arrays
+    assert len(task.splits["train"]) == 512  # 128 labeled rows, then the 384 the draw left out
+    alone = _student_config(base, teacher_dir)
+    alone.task.max_train_examples = 128
+    labeled = classification.load_split(alone.task, "train", 0).examples  # the same 128 as without unlabeled text
+    np.testing.assert_array_equal(arrays["labels"][:128], [e.label for e in labeled])
+    assert (arrays["labels"][128:] == -1).all()
+    every = _student_config(base, teacher_dir)
+    whole = classification.encode(classification.load_split(every.task, "train", 0).examples, task.tokenizer, 60)
+    assert sorted(map(bytes, arrays["input_ids"])) == sorted(map(bytes, whole["input_ids"]))  # each row once
+
+    # a batch of 16 labeled and 16 teacher-only rows: the label term covers the first 16 alone (numpy)
+    setup = build(task)
+    params, teacher_params = setup.init_state(0).params, setup.frozen_args[0]
+    batch = task.batch(arrays, np.concatenate([np.arange(16), np.arange(200, 216)]))
+    sums = jax.jit(lambda p, f, b: task.loss_sums(p, b, deterministic=True, frozen=f))(params, teacher_params, batch)
+    s_logits = np.asarray(task.forward(params, batch, True))
+    t_logits = np.asarray(task.teacher.task.forward(teacher_params, batch, True))
+    ce = -log_softmax(s_logits[:16], -1)[np.arange(16), batch["labels"][:16]]
+    p_t = softmax(t_logits / 2.0, -1)
+    kd = 4.0 * np.sum(p_t * (np.log(p_t) - log_softmax(s_logits / 2.0, -1)), -1)
+    np.testing.assert_allclose(float(sums["loss_sum"]), 0.3 * ce.sum() + 0.7 * kd.sum(), rtol=1e-4)
+    assert (float(sums["weight_sum"]), float(sums["labeled_sum"])) == (32.0, 16.0)
+    plain = task.loss_sums(params, batch, deterministic=True)  # evaluation's loss reads labels only
+    np.testing.assert_allclose(float(plain["loss_sum"]), ce.sum(), rtol=1e-4)
+    assert float(plain["weight_sum"]) == 16.0
+
+    config.train.epochs = 1
+    results = train(config, str(tmp_path / "rest"))
+    assert (results["train_examples"], results["unlabeled_examples"]) == (128, 384)
+
+
+@pytest.mark.slow
+def test_a_file_of_unlabeled_texts_and_its_errors(teacher, tmp_path):
+    base, teacher_dir, _ = teacher
+    texts = tmp_path / "reviews.txt"
+    texts.write_text("".join(f"an unlabeled review number {i}\n" for i in range(40)) + "\n", encoding="utf-8")
+    task = build_task(_student_config(base, teacher_dir, unlabeled=str(texts), max_unlabeled=10))
+    labels = task.splits["train"].arrays["labels"]
+    assert len(labels) == 512 + 10 and (labels[512:] == -1).all() and (labels[:512] >= 0).all()
+    with pytest.raises(UserError, match="needs a teacher to label it"):
+        build_task(_config(base, 16, 1, 1, unlabeled="rest"), str(tmp_path / "a"))
+    with pytest.raises(UserError, match="set task.max_train_examples"):
+        build_task(_student_config(base, teacher_dir, unlabeled="rest"), str(tmp_path / "b"))
+    with pytest.raises(FileNotFoundError, match="distill.unlabeled .*nope.txt: no such file"):
+        build_task(_student_config(base, teacher_dir, unlabeled=str(tmp_path / "nope.txt")), str(tmp_path / "c"))
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="latin1.txt: not UTF-8 text"):
+        build_task(_student_config(base, teacher_dir, unlabeled=str(tmp_path / "latin1.txt")), str(tmp_path / "d"))

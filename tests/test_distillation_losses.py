@@ -101,3 +101,27 @@ def test_qa_distillation_is_the_mean_start_and_end_kl_over_the_real_tokens():
         expected.append(np.mean(kls))
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_rows_the_teacher_alone_labels_add_nothing_to_the_label_loss(regression):
+    """distill.unlabeled rows carry label -1 (classes) or NaN (scores): weight 0 in the task's own loss, no NaN."""
+    from types import SimpleNamespace
+
+    from plm_jax.tasks.classification_task import ClassificationTask
+
+    rng = np.random.default_rng(4)
+    outputs = rng.normal(size=(6, 1 if regression else 3)).astype(np.float32)
+    labels = (np.array([0.5, -1.0, 2.0, np.nan, np.nan, 0.0], np.float32) if regression
+              else np.array([2, 0, -1, 1, -1, -1], np.int32))
+    weights = np.array([1, 1, 1, 1, 1, 0], np.float32)  # the last row is batch padding
+    task = SimpleNamespace(regression=regression)
+    sums = ClassificationTask.sums(task, jnp.asarray(outputs), {"labels": jnp.asarray(labels),
+                                                                "example_weights": jnp.asarray(weights)})
+    kept = np.flatnonzero(weights * (np.isfinite(labels) if regression else labels >= 0))
+    if regression:
+        expected = np.sum((outputs[kept, 0] - labels[kept]) ** 2)  # -1.0 is a score like any
+    else:
+        expected = -np.sum(log_softmax(outputs, -1)[kept, labels[kept]])
+    np.testing.assert_allclose(float(sums["loss_sum"]), expected, rtol=1e-5)
+    assert float(sums["weight_sum"]) == len(kept) == 3

@@ -18,7 +18,7 @@ from plm_jax.errors import UserError
 from plm_jax.evaluate.metrics import classification_metrics, regression_metrics
 from plm_jax.files import write_atomic
 from plm_jax.models.heads import finetune_dummy_inputs, sequence_classifier
-from plm_jax.tasks import classification
+from plm_jax.tasks import classification, subsets
 from plm_jax.tasks.distillation_losses import soft_cross_entropy_kl
 from plm_jax.tasks.finetuning import FinetuneTask, Split
 from plm_jax.tasks.starting_point import StartingPoint
@@ -32,6 +32,12 @@ INPUT_KEYS = ("input_ids", "token_type_ids", "segment_ids", "positions")
 def cross_entropy(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:
     logp_BxC = jax.nn.log_softmax(logits_BxC, axis=-1)
     return -jnp.take_along_axis(logp_BxC, labels_B[:, None], axis=-1)[:, 0]
+
+
+def has_label(labels_B: Any) -> Any:
+    """Rows with a label: a class index >= 0, or a finite score; -1 / NaN mark text the teacher alone labels."""
+    xp = jnp if isinstance(labels_B, jax.Array) else np
+    return xp.isfinite(labels_B) if xp.issubdtype(labels_B.dtype, xp.floating) else labels_B >= 0
 
 
 def encoder_forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool, rngs: dict | None = None):
@@ -78,12 +84,19 @@ class ClassificationTask(FinetuneTask):
 
     def load_split(self, name: str) -> Split:
         task = self.config.task
-        labeled = classification.load_split(task, name, int(self.config.seed))
-        arrays = classification.encode(labeled.examples, self.tokenizer, task.seq_len)
+        distill = self.config.get("distill") or {}
+        teacher_only: list[classification.TextExample] = []
+        if name == "train" and distill.get("unlabeled"):
+            labeled, teacher_only = self.train_and_unlabeled(str(distill.unlabeled), int(distill.max_unlabeled))
+        else:
+            labeled = classification.load_split(task, name, int(self.config.seed))
+        arrays = classification.encode(labeled.examples + teacher_only, self.tokenizer, task.seq_len)
         skipped = {k: v for k, v in labeled.skipped.items() if v}
         counts = classification.label_counts(labeled)
-        log.info("task %s: %d examples from %s%s; %s", name, len(labeled.examples), labeled.source,
-                 f" (skipped {skipped})" if skipped else "", counts)
+        log.info("task %s: %d examples from %s%s; %s%s", name, len(labeled.examples), labeled.source,
+                 f" (skipped {skipped})" if skipped else "", counts,
+                 f"; {len(teacher_only)} unlabeled texts for the teacher to label ({distill.get('unlabeled')})"
+                 if teacher_only else "")
         missing = [label for label, n in counts.items() if n == 0 and label != "unlabeled"]
         if name == "train" and missing:
             log.warning("task train: no training example of class %s (of %s); the model cannot learn %s",
@@ -91,9 +104,42 @@ class ClassificationTask(FinetuneTask):
                         "them")
         return Split(name, arrays, extra=tuple(labeled.label_names))
 
+    def train_and_unlabeled(self, unlabeled: str, max_unlabeled: int
+                            ) -> tuple[classification.LabeledSet, list[classification.TextExample]]:
+        """The labeled train split, and the texts that the teacher alone labels (distill.unlabeled): the train rows
+        that task.max_train_examples leaves out ("rest"), or a file's; at most max_unlabeled, drawn by the seed."""
+        task, seed = self.config.task, int(self.config.seed)
+        if unlabeled == "rest":
+            every_row = task.copy_and_resolve_references()
+            every_row.max_train_examples = 0
+            whole = classification.load_split(every_row, "train", seed)
+            labels = None if self.regression else [e.label for e in whole.examples]
+            chosen = np.zeros(len(whole.examples), bool)  # the same draw as load_split's (tasks/subsets.py)
+            chosen[subsets.draw(labels, len(whole.examples), int(task.max_train_examples), seed)] = True
+            labeled = dataclasses.replace(whole, examples=[e for e, c in zip(whole.examples, chosen) if c])
+            texts = [(e.text_a, e.text_b) for e, c in zip(whole.examples, chosen) if not c]
+        else:
+            from plm_jax.tasks.predict_inputs import read_texts
+
+            if task.text_b and unlabeled.lower().endswith(".txt"):
+                raise UserError(f"distill.unlabeled {unlabeled}: a .txt file holds single texts, and this task "
+                                f"reads pairs ({task.text_a}, {task.text_b}); give a .csv/.tsv/.jsonl file")
+            labeled = classification.load_split(task, "train", seed)
+            texts = list(read_texts(unlabeled, task.text_a, task.text_b))
+            if not texts:
+                raise UserError(f"distill.unlabeled {unlabeled}: no texts")
+        no_label = float("nan") if self.regression else -1
+        return labeled, [classification.TextExample(a, b, no_label) for a, b in subsets.take(texts, max_unlabeled,
+                                                                                              seed)]
+
     def results(self) -> dict[str, Any]:
         """Adds the examples per class of every split the run used (in label order)."""
         out = super().results()
+        train = self.splits.get("train")
+        if train is not None:
+            labeled = int(np.count_nonzero(has_label(train.arrays["labels"])))
+            if labeled < len(train):  # teacher-labeled rows (distill.unlabeled) are not labeled examples
+                out["train_examples"], out["unlabeled_examples"] = labeled, len(train) - labeled
         if not self.regression:
             names = self.info.label_names
             out["label_counts"] = {
@@ -110,12 +156,14 @@ class ClassificationTask(FinetuneTask):
         return encoder_forward(self.model, params, batch, deterministic, rngs)
 
     def sums(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
-        w_B = batch["example_weights"]
+        """Over the labeled rows: a row the teacher alone labels (distill.unlabeled) has weight 0 here."""
+        labeled_B = has_label(batch["labels"])
+        w_B = batch["example_weights"] * labeled_B
         if self.regression:
-            err_B = outputs[:, 0] - batch["labels"]
+            err_B = jnp.where(labeled_B, outputs[:, 0] - batch["labels"], 0.0)
             return {"loss_sum": jnp.sum(jnp.square(err_B) * w_B), "weight_sum": jnp.sum(w_B)}
         logits_BxC = outputs
-        nll_B = cross_entropy(logits_BxC, batch["labels"])
+        nll_B = cross_entropy(logits_BxC, jnp.maximum(batch["labels"], 0))
         correct_B = (jnp.argmax(logits_BxC, axis=-1) == batch["labels"]).astype(jnp.float32)
         return {"loss_sum": jnp.sum(nll_B * w_B), "correct_sum": jnp.sum(correct_B * w_B), "weight_sum": jnp.sum(w_B)}
 

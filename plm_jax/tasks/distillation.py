@@ -9,6 +9,11 @@ teacher's run). The student reads the teacher's inputs, so it must use the teach
 The loss per example is (1 - alpha) * label loss + alpha * the task's distillation term (classification: T^2 KL
 of the temperature-softened class distributions; regression: squared error to the teacher's score; extractive QA:
 the mean of that KL over the start and the end positions).
+
+Unlabeled in-domain text can join the training set, labeled by the teacher alone (`distill.unlabeled`; Hinton's
+transfer set, TinyBERT's augmented data): classification and regression only. Such a row carries the distillation
+term without a label term, so with 1,000 labels and the rest of the train split unlabeled (`unlabeled="rest"`), the
+student learns the teacher's view of every training text.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ def default_distill_config() -> ml_collections.ConfigDict:
         teacher="",  # a fine-tuned plm_jax run directory; "" = no distillation (`finetune --teacher RUN`)
         alpha=0.5,  # weight of the distillation term; 1 - alpha weighs the label loss (1.0: teacher only)
         temperature=2.0,  # softens both distributions (classification); the term is scaled by T^2
+        # text the teacher alone labels, added to the train split (classification/regression): "" none; "rest" the
+        # train rows that task.max_train_examples leaves out (their labels unread); or a file of texts: .txt (one a
+        # line), .csv/.tsv/.jsonl (columns task.text_a/task.text_b)
+        unlabeled="",
+        max_unlabeled=0,  # 0 = all of it, else N rows drawn by the seed
     ))
+
+
+UNLABELED_KINDS = ("classification", "regression")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +64,21 @@ class Teacher:
 def check(config: ml_collections.ConfigDict, kind: str) -> tuple[RunDir, Any] | None:
     """(the teacher's run, its model.json) after the checks that need no tokenizer and no data; None: no teacher."""
     distill = config.get("distill") or default_distill_config()
+    unlabeled = str(distill.get("unlabeled", ""))
     if not distill.teacher:
+        if unlabeled:
+            raise UserError(f"distill.unlabeled={unlabeled!r} needs a teacher to label it (distill.teacher)")
         return None
+    if unlabeled:
+        if kind not in UNLABELED_KINDS:
+            raise UserError(f"distill.unlabeled is for {' and '.join(UNLABELED_KINDS)}; this run is {kind}")
+        if unlabeled == "rest" and not int(config.task.get("max_train_examples", 0)):
+            raise UserError('distill.unlabeled="rest" adds the train rows that task.max_train_examples leaves out; '
+                            "set task.max_train_examples (0 keeps every row labeled)")
+        if unlabeled != "rest" and not os.path.isfile(unlabeled):
+            raise FileNotFoundError(f"distill.unlabeled {unlabeled}: no such file (a file of texts, or \"rest\")")
+    if int(distill.get("max_unlabeled", 0)) < 0:
+        raise UserError(f"distill.max_unlabeled={distill.max_unlabeled} must be 0 (all) or positive")
     alpha, temperature = float(distill.alpha), float(distill.temperature)
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"distill.alpha={alpha} must be in [0, 1]")

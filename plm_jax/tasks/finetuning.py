@@ -207,9 +207,11 @@ class FinetuneTask(Task):
             return sums
         teacher = self.teacher
         teacher_outputs = jax.lax.stop_gradient(teacher.task.forward(frozen, batch, True))
-        distill_sum = jnp.sum(self.distill_terms(outputs, teacher_outputs, teacher.temperature)
-                              * batch["example_weights"])
-        return {**sums, "loss_sum": (1.0 - teacher.alpha) * sums["loss_sum"] + teacher.alpha * distill_sum}
+        w_B = batch["example_weights"]
+        distill_sum = jnp.sum(self.distill_terms(outputs, teacher_outputs, teacher.temperature) * w_B)
+        # the mean over every row; rows the teacher alone labels (distill.unlabeled) add no label term
+        return {**sums, "loss_sum": (1.0 - teacher.alpha) * sums["loss_sum"] + teacher.alpha * distill_sum,
+                "weight_sum": jnp.sum(w_B), "labeled_sum": sums["weight_sum"]}
 
     def distill_terms(self, outputs: Any, teacher_outputs: Any, temperature: float) -> jax.Array:
         """The distillation term per example (tasks/distillation.py): B. Tasks without one refuse a teacher."""
@@ -302,7 +304,8 @@ def check_workdir(config: Any, workdir: str) -> None:
     if "task" not in saved:
         raise UserError(f"{workdir} holds a pretraining run; give the fine-tune a new --workdir "
                          f"(and --init {workdir} to start from it)")
-    for key in ("init", "from_scratch", "init_layers", "tokenizer", "task", "model_overrides", "seed", "train"):
+    for key in ("init", "from_scratch", "init_layers", "tokenizer", "task", "model_overrides", "seed", "train",
+                "distill"):
         was, now = saved.get(key, [] if key == "init_layers" else None), resolved.get(key)
         if key == "init_layers":  # JSON lists; an older run without the key kept every layer
             was, now = [int(i) for i in was], [int(i) for i in now or []]

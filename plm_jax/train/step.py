@@ -79,7 +79,7 @@ def train_step(
     metrics = {"loss": sums["loss_sum"] / weight, "grad_norm": optax.global_norm(grads),
                "learning_rate": schedule(state.step)}
     if "correct_sum" in sums:
-        metrics["accuracy"] = sums["correct_sum"] / weight
+        metrics["accuracy"] = sums["correct_sum"] / jnp.maximum(sums.get("labeled_sum", weight), 1.0)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
