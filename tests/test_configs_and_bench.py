@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from plm_jax.models.config import TransformerConfig
-from plm_jax.models.flops import mlm_train_flops_per_step
+from plm_jax.models.flops import encoder_flops_per_token, mlm_train_flops_per_step
 from plm_jax.perf.bench import device_peak_flops, run_bench
 from plm_jax.perf.peak_flops import table_peak_flops
 from plm_jax.tasks.pretraining import validate
@@ -81,6 +81,7 @@ def test_flops_match_a_hand_count():
     per_layer_token = 2 * (3 * 64 * 64) + 2 * 64 * 64 + 2 * 2 * 64 * 256 + 2 * S * 64 * 2
     head = B * P * (2 * 64 * 64 + 2 * 64 * 1000)
     assert mlm_train_flops_per_step(cfg, B, S, P) == 3 * (B * S * 2 * per_layer_token + head)
+    assert encoder_flops_per_token(cfg, S) == 2 * per_layer_token  # inference, per token: no head
 
 
 @pytest.mark.slow
@@ -264,3 +265,19 @@ def test_bible_translation_configs_validate(arg):
     assert "python launch.py finetune" in module.__doc__ and "Measured" in module.__doc__
     with pytest.raises(ValueError, match=":de or :fr"):
         module.get_config("es")
+
+
+def test_the_distill_sweep_pairs_each_student_seed_with_the_teacher_of_that_seed():
+    from plm_jax.sweep.spec import SweepError, expand, load_sweep
+
+    plan = expand(load_sweep(f"{ROOT}/configs/sweeps/distill.py:wiki_topics,teachers=t,layers=0+3,train.lr=1e-4"))
+    runs = {(p.values["student"], p.seed): plan.stages[p.stages["wiki_topics"]].resolved for p in plan.points}
+    assert len(runs) == 9
+    assert runs["labels only", 2]["distill"]["teacher"] == ""
+    assert runs["distilled", 1]["distill"] == dict(runs["labels only", 1]["distill"], teacher="t/seed=1")
+    assert runs["distilled + unlabeled rest", 0]["distill"]["unlabeled"] == "rest"
+    first = runs["distilled", 0]
+    assert (first["init"], first["init_layers"], first["train"]["lr"]) == ("minilm", [0, 3], 1e-4)
+    assert first["task"]["max_train_examples"] == 1000
+    with pytest.raises(SweepError, match="first part must be one of"):
+        load_sweep(f"{ROOT}/configs/sweeps/distill.py:local")

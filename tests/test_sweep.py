@@ -75,6 +75,11 @@ def test_points_and_stages(files):
     assert stage.overrides["train.lr"] == 3e-3 and stage.overrides["seed"] == 1
     assert stage.depends_on == point.stages["pretrain"]
     assert plan.stages[point.stages["pretrain"]].resolved["data"]["mask_rate"] == 0.3
+    # "{seed}" in a string value is the point's seed: a teacher per seed
+    seeded = expand(tiny_sweep(files, finetune={"sentiment": Stage(str(files / "finetune.py"), {
+        "distill.teacher": "runs/teachers/seed={seed}"})}))
+    assert sorted({seeded.stages[p.stages["sentiment"]].resolved["distill"]["teacher"] for p in seeded.points}) == [
+        "runs/teachers/seed=0", "runs/teachers/seed=1"]
 
 
 def test_stages_side_by_side_split_the_cores_into_cpu_devices(files, tmp_path, monkeypatch):

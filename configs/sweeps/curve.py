@@ -22,10 +22,9 @@ test splits are whole, the same for every point. Small subsets train for at leas
 
 from __future__ import annotations
 
-import ast
 import os
 
-from plm_jax.sweep.spec import Axis, Curve, Stage, Sweep, SweepError, axis
+from plm_jax.sweep.spec import Axis, Curve, Stage, Sweep, SweepError, axis, config_arg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = {
@@ -45,24 +44,8 @@ MINILM = {"train.lr": 1e-4, "train.epochs": 1, "train.min_steps": 150,
 COMMON = {"train.max_evals": 5, "train.log_every": 20}
 
 
-def _parse(arg: str) -> tuple[str, dict[str, object]]:
-    task, *settings = [part.strip() for part in arg.split(",") if part.strip()] or [""]
-    if task not in TASKS:
-        raise SweepError(f"curve.py:{arg}: the first part must be a task, one of {sorted(TASKS)}")
-    parsed: dict[str, object] = {}
-    for setting in settings:
-        key, sep, text = setting.partition("=")
-        if not sep:
-            raise SweepError(f"curve.py:{arg}: {setting!r} is not key=value")
-        try:
-            parsed[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            parsed[key] = text  # a path or a name
-    return task, parsed
-
-
 def get_config(arg: str = "rotten_tomatoes") -> Sweep:
-    task, settings = _parse(arg)
+    task, settings = config_arg(arg, "curve.py", TASKS)
     pretrained = str(settings.pop("pretrained", "runs/cpu_hour+runs/quickstart")).split("+")
     with_minilm = bool(settings.pop("minilm", 1))
     sizes = [int(s) for s in str(settings.pop("sizes", "+".join(map(str, SIZES)))).split("+")]

@@ -11,12 +11,19 @@ from plm_jax.models.config import TransformerConfig
 
 def mlm_train_flops_per_step(cfg: TransformerConfig, batch: int, seq_len: int, predictions: int) -> float:
     """Forward + backward (3x forward) matmul FLOPs of one BertForMaskedLM training step."""
-    d, f, v = cfg.hidden_size, cfg.mlp_dim, cfg.vocab_size
+    d, v = cfg.hidden_size, cfg.vocab_size
+    per_prediction = 2 * d * d + 2 * d * v  # head transform + vocabulary projection
+    forward = batch * seq_len * encoder_flops_per_token(cfg, seq_len) + batch * predictions * per_prediction
+    return 3.0 * forward
+
+
+def encoder_flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
+    """Forward matmul FLOPs of the encoder layers per token of a seq_len-token row (embeddings and heads aside):
+    what a distilled student must cut (DistilBERT, TinyBERT and MiniLM compare models by it)."""
+    d, f = cfg.hidden_size, cfg.mlp_dim
     mlp_mats = 3 if cfg.mlp_activation == "geglu" else 2
     per_token_layer = 2 * 4 * d * d + 2 * mlp_mats * d * f + 2 * 2 * seq_len * d  # qkvo, mlp, QK^T and AV
-    per_prediction = 2 * d * d + 2 * d * v  # head transform + vocabulary projection
-    forward = batch * seq_len * cfg.num_layers * per_token_layer + batch * predictions * per_prediction
-    return 3.0 * forward
+    return float(cfg.num_layers * per_token_layer)
 
 
 def matmul_params(cfg: TransformerConfig) -> int:

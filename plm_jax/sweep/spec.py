@@ -9,12 +9,14 @@ Axis keys name where a value goes:
     "finetune.train.lr"         a key of every fine-tuning task's config
     "rotten_tomatoes.train.lr"  a key of one task's config
     "pretrain" / "<task>"       the stage's base config itself ("configs/x.py:arg"), for variants no key captures
-Everything is resolved and checked before any point starts: a key that does not exist, a value of the wrong type,
-a budget of zero, and two points with the same configs are errors that name the axis and the value.
+A string value's "{seed}" becomes the point's seed: `distill.teacher="runs/teachers/seed={seed}"` gives each seed
+its own teacher. Everything is resolved and checked before any point starts: a key that does not exist, a value of
+the wrong type, a budget of zero, and two points with the same configs are errors that name the axis and the value.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import hashlib
@@ -135,6 +137,24 @@ class Plan:
     sweep: Sweep
     points: list[Point]
     stages: dict[str, StagePlan]  # directory -> stage, in run order: point by point, pretraining first
+
+
+def config_arg(arg: str, where: str, first_choices: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """A sweep config's argument "first,key=value,...": the first part (one of `first_choices`) and the settings,
+    each value a Python literal or else a string (a path, a name)."""
+    first, *settings = [part.strip() for part in arg.split(",") if part.strip()] or [""]
+    if first not in first_choices:
+        raise SweepError(f"{where}:{arg}: the first part must be one of {sorted(first_choices)}")
+    parsed: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep:
+            raise SweepError(f"{where}:{arg}: {setting!r} is not key=value")
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text
+    return first, parsed
 
 
 def load_sweep(spec: str) -> Sweep:
@@ -340,7 +360,7 @@ def _pretrain_stage(sweep: Sweep, assigned: Mapping[str, Any], values: Mapping[s
                     budget: tuple[str, float] | None) -> StagePlan:
     base, axis_overrides = _stage_values(assigned, ("pretrain",))
     base = base or sweep.pretrain.config
-    overrides = {**sweep.pretrain.overrides, **axis_overrides, "seed": seed}
+    overrides = _seeded({**sweep.pretrain.overrides, **axis_overrides}, seed)
     touching = [ax.display_name() for ax in sweep.axes if any(k.split(".")[0] == "pretrain" for k in ax.values)]
     label = ",".join(f"{n}={values[n]}" for n in touching)
     where = f"pretrain ({label or 'base'}, seed {seed})"
@@ -361,13 +381,19 @@ def _pretrain_stage(sweep: Sweep, assigned: Mapping[str, Any], values: Mapping[s
                      budget=pending)
 
 
+def _seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The overrides with the point's seed: as `seed`, and for "{seed}" inside a string value."""
+    return {**{k: v.replace("{seed}", str(seed)) if isinstance(v, str) else v for k, v in overrides.items()},
+            "seed": seed}
+
+
 def _finetune_stage(sweep: Sweep, task: str, assigned: Mapping[str, Any], label: str, seed: int,
                     pretrain_dir: str, pretrain_key: str) -> StagePlan:
     stage = sweep.finetune[task]
     base, task_overrides = _stage_values(assigned, (task,))
     _, all_overrides = _stage_values(assigned, ("finetune",))
     base = base or stage.config
-    overrides = {**stage.overrides, **all_overrides, **task_overrides, "seed": seed}
+    overrides = _seeded({**stage.overrides, **all_overrides, **task_overrides}, seed)
     where = f"{task} ({label}, seed {seed})"
     config = build_stage_config(base, overrides, where)
     resolved = json.loads(config.to_json_best_effort())
