@@ -149,11 +149,15 @@ def parse_profile_steps(text: str) -> tuple[int, int]:
          _flag(STR, "workdir", None, "Work directory: checkpoints, logs, metrics, results.json."),
          _flag(STR, "profile_steps", "", "FIRST,LAST: a jax.profiler trace of those steps in workdir/profile, for "
                "TensorBoard (sets config.train.profile_steps)."),
-         config=True, usage="--config=FILE --workdir=DIR", jax=True)
+         _flag(STR, "teacher", None, "General distillation: also learn this masked-LM run's predictions, with its "
+               "tokenizer (sets config.distill.teacher)."),
+         config=True, usage="--config=FILE --workdir=DIR [--teacher=RUN]", jax=True)
 def pretrain_command(f: flags.FlagValues) -> None:
     config, workdir = f.config, _require(f.workdir, "workdir", "pretrain")
     if "task" in config:
         raise UserError("`pretrain` got a fine-tuning config (it has `task`); use `launch.py finetune`")
+    if f.teacher is not None:
+        config.distill.teacher = f.teacher
     if f.profile_steps:
         config.train.profile_steps = parse_profile_steps(f.profile_steps)
     results = _train(config, workdir)

@@ -36,6 +36,11 @@ def pretrain_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     # al. 2020): its latest parameters, model shape and tokenizer, with a fresh optimizer and schedule on this
     # config's data; `model` is then the init run's, and its tokenizer is copied into the run. "" = random weights.
     config.init = ""
+    # General distillation (masked LM only): a plm_jax MLM run whose masked-token distribution the student also
+    # learns (tasks/mlm_distillation.py); the student uses the teacher's tokenizer. teacher "" = off.
+    from plm_jax.tasks.mlm_distillation import default_config as default_mlm_distill_config
+
+    config.distill = default_mlm_distill_config()
 
     config.model = ml_collections.ConfigDict(
         dataclasses.asdict(dataclasses.replace(TransformerConfig(), **_OBJECTIVE_MODELS[objective])))

@@ -25,6 +25,7 @@ HEAVY_FIRST = (
     "test_configs_and_bench.py", "test_readme.py", "test_train_features.py", "test_finetune_init.py",
     "test_sharding.py", "test_pretrain_objectives.py", "test_decoder_models.py", "test_decoding.py", "test_finetune.py",
     "test_interop_hf.py", "test_curve.py", "test_tagging.py", "test_finetune_decoder.py", "test_distill.py",
+    "test_mlm_distillation.py",
     "test_damaged_checkpoints.py", "test_cpu_devices.py", "test_save_failure.py", "test_nonfinite.py",
     "test_data_pipeline.py", "test_data_objectives.py", "test_interop_gpt2.py", "test_model.py", "test_int8.py",
     "test_checkpoint.py",

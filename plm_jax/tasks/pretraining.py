@@ -8,6 +8,7 @@ unless `data.tokenizer` names one.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from jax.experimental import multihost_utils
 from plm_jax.data.tokenizer import DEFAULT_CHARACTER_COVERAGE, Tokenizer, load_tokenizer, train_tokenizer
 from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
-from plm_jax.tasks.objectives import get_objective, vocab_needed
+from plm_jax.tasks import mlm_distillation
+from plm_jax.tasks.objectives import get_objective, token_loss_sums, vocab_needed
 from plm_jax.train.rundir import RunDir
 from plm_jax.train.task import Batch, Schedule, Steps, Task
 
@@ -47,6 +49,12 @@ class PretrainingTask(Task):
         self.objective = get_objective(self.name, self.model_cfg)
         self.model = self.objective.model(self.model_cfg)
         self.init_inputs = self.objective.init_inputs(config.data)
+        self.teacher = mlm_distillation.resolve(config)  # general distillation: a frozen MLM teacher
+        if self.teacher is not None:
+            if self.init_tokenizer and not filecmp.cmp(self.init_tokenizer, self.teacher.tokenizer_path, shallow=False):
+                raise UserError(f"init={config.init!r} and distill.teacher={self.teacher.run!r} use other tokenizers; "
+                                "the student reads the teacher's inputs")
+            self.frozen = self.teacher.frozen(self.init_inputs)
         train = config.train
         self.schedule = Schedule(total_steps=int(train.steps), eval_every=int(train.eval_every),
                                  log_every=int(train.log_every), checkpoint_every=int(train.checkpoint_every),
@@ -57,7 +65,7 @@ class PretrainingTask(Task):
         self._start: tuple[int, int] = (0, 0)  # (step, rows consumed) the train batches started from
 
     def describe(self) -> str:
-        return f"{self.name} pretraining"
+        return f"{self.name} pretraining" + (f", distilled from {self.teacher.run}" if self.teacher else "")
 
     @classmethod
     def tokenizer_text(cls, config: Any) -> tuple[Iterator[str], int, dict[str, Any]]:
@@ -79,8 +87,16 @@ class PretrainingTask(Task):
     def batch_shapes(self, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         return self.objective.batch_shapes(self.config.data, batch_size)
 
-    def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None):
-        return self.objective.loss_sums(self.model, params, batch, deterministic=deterministic, rngs=rngs)
+    def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None,
+                  frozen: Any = None):
+        objective = self.objective
+        if frozen is None:
+            return objective.loss_sums(self.model, params, batch, deterministic=deterministic, rngs=rngs)
+        logits_BxPxV = objective.logits(self.model, params, batch, deterministic, rngs)
+        weights_BxP = batch[objective.weight_key]
+        sums = token_loss_sums(logits_BxPxV, batch[objective.target_key], weights_BxP)
+        teacher_logits_BxPxV = objective.logits(self.teacher.model, frozen, batch, True)
+        return mlm_distillation.loss_sums(logits_BxPxV, teacher_logits_BxPxV, sums, weights_BxP, self.teacher)
 
     # ------------------------------------------------------------ the run
     def prepare(self, workdir: str) -> None:
@@ -93,8 +109,10 @@ class PretrainingTask(Task):
         run = RunDir(workdir)
         resolved = check_config(config, run)
         os.makedirs(workdir, exist_ok=True)
-        if self.init_tokenizer and not os.path.exists(os.path.join(workdir, "tokenizer.model")):
-            shutil.copyfile(self.init_tokenizer, os.path.join(workdir, "tokenizer.model"))  # the run needs no init
+        inherited = self.init_tokenizer or (self.teacher.tokenizer_path if self.teacher and not
+                                            config.data.tokenizer else None)
+        if inherited and not os.path.exists(os.path.join(workdir, "tokenizer.model")):
+            shutil.copyfile(inherited, os.path.join(workdir, "tokenizer.model"))  # the run needs no init, no teacher
         self.tokenizer = prepare_tokenizer(config, workdir)
         # once the inputs are checked; a first start that failed before saving a step pins nothing
         run.write_config(resolved, replace=not run.has_trained())

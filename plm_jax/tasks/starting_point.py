@@ -66,13 +66,15 @@ def _is_hf_dir(path: str) -> bool:
 
 
 def saved_pretraining_config(path: str) -> ml_collections.ConfigDict:
-    """A pretraining run's config.json over today's defaults (keys an older run did not write). Its `init` is only
-    a record: a continued run's config already holds its init's model, and the run holds the tokenizer."""
+    """A pretraining run's config.json over today's defaults (keys an older run did not write). Its `init` and
+    `distill.teacher` are only a record: a continued run's config already holds its init's model, a distilled one
+    is a model like any, and the run holds the tokenizer."""
     from plm_jax.config_base import mlm_pretrain_config
     from plm_jax.train.rundir import RunDir
 
     saved = RunDir(path).load_config(mlm_pretrain_config())
     saved.init = ""
+    saved.distill.teacher = ""
     return saved
 
 
