@@ -24,7 +24,9 @@ def default_data_config() -> ml_collections.ConfigDict:
             "paths": (),  # local files or glob patterns for "text"/"jsonl"; one document per line
             "jsonl_field": "text",
             "eval_every_nth": 20,  # local files: usable document i is in eval iff i % eval_every_nth == 0
-            "tokenizer": "",  # SentencePiece model path ("" = the trainer picks workdir/tokenizer.model)
+            # a SentencePiece model, or a BERT WordPiece vocab.txt / tokenizer.json / directory (data/wordpiece.py);
+            # "" = the trainer picks workdir/tokenizer.model
+            "tokenizer": "",
             # when a tokenizer is trained here: characters with pieces of their own; the rest in bytes
             "character_coverage": 0.9995,
             "byte_fallback": True,  # from 1,024 pieces up (data/tokenizer.py); off = unknown characters -> [UNK]

@@ -107,8 +107,13 @@ def _check_special_pieces(sp: spm.SentencePieceProcessor, source: str) -> None:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Loads a SentencePiece model file, checking that it has the project's special ids."""
+    """Loads a SentencePiece model file, checking that it has the project's special ids; a Hugging Face WordPiece
+    vocabulary (vocab.txt, tokenizer.json, or a directory with one) gives the pipeline's WordPieceTokenizer."""
     path = os.fspath(path)
+    from plm_jax.data.wordpiece import WordPieceTokenizer, is_wordpiece_path
+
+    if is_wordpiece_path(path):
+        return WordPieceTokenizer(path)  # type: ignore[return-value]  # the same interface to the pipeline
     if not os.path.isfile(path):
         raise FileNotFoundError(f"tokenizer model not found: {path}")
     with open(path, "rb") as f:
