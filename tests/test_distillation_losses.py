@@ -34,30 +34,32 @@ def test_the_teacher_gets_no_gradient_and_the_student_gets_t_times_the_softmax_d
     np.testing.assert_allclose(np.asarray(g_student), expected, rtol=1e-5, atol=1e-6)
 
 
-def _numpy_relations(x, heads, mask):
+def _numpy_relations(x, heads, segments):
+    """Per row, per relation head, per query: log softmax over the keys of the query's own segment."""
     b, length, d = x.shape
     dr = d // heads
-    out = np.zeros((b, heads, length, length))
+    out = np.full((b, heads, length, length), -np.inf)
     for i in range(b):
         for r in range(heads):
             xr = x[i, :, r * dr:(r + 1) * dr]
-            s = xr @ xr.T / np.sqrt(dr)
-            s = np.where(mask[i][None, :] > 0, s, -np.inf)
-            out[i, r] = log_softmax(s, axis=-1)
+            for q in np.flatnonzero(segments[i]):
+                keys = np.flatnonzero(segments[i] == segments[i, q])
+                out[i, r, q, keys] = log_softmax(xr[q] @ xr[keys].T / np.sqrt(dr))
     return out
 
 
 def test_relations_and_their_kl_match_numpy_for_a_student_of_another_width():
     rng = np.random.default_rng(1)
-    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    mask = np.array([[1, 1, 2, 2, 0], [1, 1, 1, 0, 0]])  # row 0 packs two segments; 0 is padding
     student, teacher = rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 5, 12))
     rel_s, rel_t = _numpy_relations(student, 4, mask), _numpy_relations(teacher, 4, mask)
     got = np.asarray(relations(jnp.asarray(student), 4, jnp.asarray(mask)))
-    valid = np.broadcast_to(mask[:, None, None, :] > 0, got.shape)
+    valid = np.isfinite(rel_s)
+    assert valid.sum() == 4 * (2 * 2 + 2 * 2 + 3 * 3)
     np.testing.assert_allclose(got[valid], rel_s[valid], rtol=1e-5, atol=1e-5)
-    with np.errstate(invalid="ignore"):  # -inf - -inf at padded keys, dropped by the where
+    with np.errstate(invalid="ignore"):  # -inf - -inf outside the segment, dropped by the where
         kl = np.where(valid, np.exp(rel_t) * (rel_t - rel_s), 0.0).sum(-1)  # B x R x L
-    expected = (kl.mean(1) * mask).sum(-1)
+    expected = (kl.mean(1) * (mask > 0)).sum(-1)
     np.testing.assert_allclose(np.asarray(relation_kl(jnp.asarray(student), jnp.asarray(teacher), 4,
                                                       jnp.asarray(mask))), expected, rtol=1e-5, atol=1e-6)
     # what sits at padded positions does not count

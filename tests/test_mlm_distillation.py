@@ -46,8 +46,8 @@ def teacher(tmp_path_factory):
 
 
 def _student(corpus, teacher_dir, steps=20, **changes):
-    return _config(corpus, hidden_size=32, num_layers=1, steps=steps, teacher=teacher_dir, alpha=0.6,
-                   temperature=2.0, **changes)
+    return _config(corpus, hidden_size=32, num_layers=1, steps=steps, **{"teacher": teacher_dir, "alpha": 0.6,
+                                                                         "temperature": 2.0, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,96 @@ def test_a_teacher_the_student_cannot_read_is_refused_in_one_line(teacher, tmp_p
         build_task(_student(corpus, str(tmp_path)))
     with pytest.raises(UserError, match=r"distill.alpha=2.0 must be in \[0, 1\]"):
         build_task(_config(corpus, 32, 1, 5, teacher=teacher_dir, alpha=2.0))
+
+
+# --- MiniLM-style relation transfer ------------------------------------------------------------------------------
+
+
+def _qkv_numpy(params_layer, x_BxLxD):
+    """A layer's query, key and value projections from its weights (heads joined): BxLxD each."""
+    out = {}
+    for name in ("query", "key", "value"):
+        dense = params_layer["attention"][name]
+        kernel = np.asarray(dense["kernel"], np.float64)  # D x H x K
+        y = np.einsum("bld,dhk->blhk", x_BxLxD, kernel) + np.asarray(dense["bias"], np.float64)
+        out[name] = y.reshape(*y.shape[:2], -1)
+    return out
+
+
+@pytest.mark.slow
+def test_relation_transfer_matches_numpy_for_a_narrower_student(teacher):
+    """The student's (1 layer, 32 wide) and the teacher's layer-0 (64 wide) query, key and value relations; the
+    layer-0 projections are computed here from the weights and the embedding output."""
+    from flax.traverse_util import flatten_dict
+
+    from tests.test_distillation_losses import _numpy_relations
+
+    base, corpus, teacher_dir = teacher
+    task = build_task(_student(corpus, teacher_dir, kind="relations", teacher_layer=0, alpha=0.7))
+    assert (task.teacher.relation_heads, task.teacher.teacher_layer) == (2, 0)  # the teacher's heads, by default
+    task.prepare(str(base / "probe_relations"))
+    setup = build(task)
+    teacher_params = setup.frozen_args[0]
+    assert sorted(teacher_params) == ["encoder"]  # the encoder alone: no MLM head is read
+    params = setup.init_state(0).params
+    batch = next(task.train_batches(0, {}))
+    sums = jax.jit(lambda p, f, b: task.loss_sums(p, b, deterministic=True, frozen=f))(params, teacher_params, batch)
+
+    def embedded(model, p):
+        _, state = model.apply({"params": p}, *(batch[k] for k in task.objective.input_keys),
+                               capture_intermediates=lambda m, method: m.name == "embeddings" and method == "__call__",
+                               mutable=["intermediates"])
+        (x,) = [v[0] for k, v in flatten_dict(state["intermediates"]).items() if "embeddings" in k]
+        return np.asarray(x, np.float64)
+
+    mine = _qkv_numpy(params["encoder"]["layer_0"], embedded(task.model, params))
+    theirs = _qkv_numpy(jax.device_get(teacher_params)["encoder"]["layer_0"],
+                        embedded(task.teacher.model, teacher_params))
+    segments = np.asarray(batch["segment_ids"])
+    relation = 0.0
+    for name in ("query", "key", "value"):
+        rel_s, rel_t = _numpy_relations(mine[name], 2, segments), _numpy_relations(theirs[name], 2, segments)
+        with np.errstate(invalid="ignore"):
+            kl = np.where(np.isfinite(rel_t), np.exp(rel_t) * (rel_t - rel_s), 0.0).sum(-1)
+        relation += (kl.mean(1) * (segments > 0)).sum()
+    s = np.asarray(task.objective.logits(task.model, params, batch, True), np.float64)
+    w, targets = np.asarray(batch["masked_weights"]), np.asarray(batch["masked_ids"])
+    ce = -np.take_along_axis(log_softmax(s, -1), targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(float(sums["loss_sum"]), 0.3 * np.sum(ce * w) + 0.7 * relation, rtol=2e-4)
+
+
+@pytest.mark.slow
+def test_a_hugging_face_teacher_lends_its_wordpiece_vocabulary_and_relations(teacher, tmp_path):
+    """A tiny transformers BertModel (no MLM head) teaches a plm_jax student of another width over WordPiece
+    tokens from tf.data; the student's run keeps the vocabulary and loads as a starting point without it."""
+    import torch
+    import transformers
+
+    from plm_jax.data.text_tokenizer import load_text_tokenizer
+    from plm_jax.tasks.starting_point import plm_jax_run_config
+
+    base, corpus, _ = teacher
+    words = sorted(set(open(corpus, encoding="utf-8").read().split()))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    hf = tmp_path / "hf_teacher"
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64)).save_pretrained(hf)
+    (hf / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = _config(corpus, hidden_size=32, num_layers=1, steps=6, teacher=str(hf), kind="relations", alpha=1.0,
+                     relation_heads=4)
+    config.model.vocab_size = len(vocab)
+    results = train(config, str(tmp_path / "student"))
+    assert np.isfinite(results["eval_at_end"]["loss"])
+    copied = tmp_path / "student" / "vocab.txt"
+    assert copied.read_text(encoding="utf-8") == (hf / "vocab.txt").read_text(encoding="utf-8")
+    moved = tmp_path / "moved"
+    shutil.move(str(hf), moved)
+    _, model_cfg, tokenizer = plm_jax_run_config(str(tmp_path / "student"))
+    assert (tokenizer.kind, tokenizer.path, model_cfg.hidden_size) == ("wordpiece", str(copied), 32)
+    assert tokenizer.encode("the cat sees the dog") == load_text_tokenizer(str(moved)).encode("the cat sees the dog")
+    narrow = _config(corpus, hidden_size=30, num_layers=1, steps=6, teacher=str(moved), kind="relations")
+    narrow.model.update(vocab_size=len(vocab), num_heads=3)
+    with pytest.raises(UserError, match="distill.relation_heads=4 does not divide the student's width 30"):
+        build_task(narrow)

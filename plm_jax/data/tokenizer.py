@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 class Tokenizer:
     """A SentencePiece model with the project's special ids, usable both in Python and inside tf.data."""
 
+    kind = "sentencepiece"
+
     def __init__(self, model_bytes: bytes, *, source: str = "<bytes>"):
         self.model_bytes = bytes(model_bytes)
         self._source = source

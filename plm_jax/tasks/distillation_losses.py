@@ -26,27 +26,33 @@ def soft_cross_entropy_kl(student_logits_BxC: jax.Array, teacher_logits_BxC: jax
     return (t * t) * jnp.sum(p_t * (logp_t - logp_s), axis=-1)
 
 
-def relations(x_BxLxD: jax.Array, num_heads: int, mask_BxL: jax.Array) -> jax.Array:
-    """log softmax(X_r X_r^T / sqrt(D / R)) per relation head r: BxRxLxL, padded keys masked out."""
+def _same_segment(segment_ids_BxL: jax.Array) -> jax.Array:
+    """BxLxL: key k is a valid relation of query q (same segment of a packed row; segment 0 is padding)."""
+    return (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]) & (segment_ids_BxL[:, None, :] > 0)
+
+
+def relations(x_BxLxD: jax.Array, num_heads: int, segment_ids_BxL: jax.Array) -> jax.Array:
+    """log softmax(X_r X_r^T / sqrt(D / R)) per relation head r: BxRxLxL, over the keys of the query's own
+    segment (a 0/1 padding mask is one segment)."""
     b, length, d = x_BxLxD.shape
     if d % num_heads:
         raise ValueError(f"width {d} does not split into {num_heads} relation heads")
     dr = d // num_heads
     x_BxRxLxDr = x_BxLxD.astype(jnp.float32).reshape(b, length, num_heads, dr).transpose(0, 2, 1, 3)
     scores_BxRxLxL = jnp.einsum("brqd,brkd->brqk", x_BxRxLxDr, x_BxRxLxDr) / jnp.sqrt(jnp.float32(dr))
-    scores_BxRxLxL = jnp.where(mask_BxL[:, None, None, :] > 0, scores_BxRxLxL, -1e9)
+    scores_BxRxLxL = jnp.where(_same_segment(segment_ids_BxL)[:, None], scores_BxRxLxL, -1e9)
     return jax.nn.log_softmax(scores_BxRxLxL, axis=-1)
 
 
 def relation_kl(student_BxLxDs: jax.Array, teacher_BxLxDt: jax.Array, num_heads: int,
-                mask_BxL: jax.Array) -> jax.Array:
-    """KL(teacher relations || student relations) per example: summed over the valid query positions and
-    averaged over relation heads (MiniLM v2 averages over both; the caller divides by the positions)."""
-    logp_s = relations(student_BxLxDs, num_heads, mask_BxL)
-    logp_t = relations(jax.lax.stop_gradient(teacher_BxLxDt), num_heads, mask_BxL)
-    valid_keys = mask_BxL[:, None, None, :] > 0
+                segment_ids_BxL: jax.Array) -> jax.Array:
+    """KL(teacher relations || student relations) per example: summed over the real query positions and
+    averaged over relation heads (MiniLM v2 averages over both; the caller normalizes)."""
+    logp_s = relations(student_BxLxDs, num_heads, segment_ids_BxL)
+    logp_t = relations(jax.lax.stop_gradient(teacher_BxLxDt), num_heads, segment_ids_BxL)
+    valid_keys = _same_segment(segment_ids_BxL)[:, None]
     kl_BxRxL = jnp.sum(jnp.where(valid_keys, jnp.exp(logp_t) * (logp_t - logp_s), 0.0), axis=-1)
-    return jnp.sum(jnp.mean(kl_BxRxL, axis=1) * mask_BxL.astype(jnp.float32), axis=-1)
+    return jnp.sum(jnp.mean(kl_BxRxL, axis=1) * (segment_ids_BxL > 0).astype(jnp.float32), axis=-1)
 
 
 def hidden_mse(projected_student_BxLxD: jax.Array, teacher_BxLxD: jax.Array, mask_BxL: jax.Array) -> jax.Array:

@@ -25,7 +25,7 @@ from plm_jax.data.tokenizer import DEFAULT_CHARACTER_COVERAGE, Tokenizer, load_t
 from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.tasks import mlm_distillation
-from plm_jax.tasks.objectives import get_objective, token_loss_sums, vocab_needed
+from plm_jax.tasks.objectives import get_objective, vocab_needed
 from plm_jax.train.rundir import RunDir
 from plm_jax.train.task import Batch, Schedule, Steps, Task
 
@@ -89,14 +89,9 @@ class PretrainingTask(Task):
 
     def loss_sums(self, params: Any, batch: Batch, *, deterministic: bool, rngs: dict | None = None,
                   frozen: Any = None):
-        objective = self.objective
         if frozen is None:
-            return objective.loss_sums(self.model, params, batch, deterministic=deterministic, rngs=rngs)
-        logits_BxPxV = objective.logits(self.model, params, batch, deterministic, rngs)
-        weights_BxP = batch[objective.weight_key]
-        sums = token_loss_sums(logits_BxPxV, batch[objective.target_key], weights_BxP)
-        teacher_logits_BxPxV = objective.logits(self.teacher.model, frozen, batch, True)
-        return mlm_distillation.loss_sums(logits_BxPxV, teacher_logits_BxPxV, sums, weights_BxP, self.teacher)
+            return self.objective.loss_sums(self.model, params, batch, deterministic=deterministic, rngs=rngs)
+        return self.teacher.loss_sums(self.objective, self.model, params, batch, deterministic, rngs, frozen)
 
     # ------------------------------------------------------------ the run
     def prepare(self, workdir: str) -> None:
@@ -111,8 +106,11 @@ class PretrainingTask(Task):
         os.makedirs(workdir, exist_ok=True)
         inherited = self.init_tokenizer or (self.teacher.tokenizer_path if self.teacher and not
                                             config.data.tokenizer else None)
-        if inherited and not os.path.exists(os.path.join(workdir, "tokenizer.model")):
-            shutil.copyfile(inherited, os.path.join(workdir, "tokenizer.model"))  # the run needs no init, no teacher
+        if inherited and not any(os.path.exists(os.path.join(workdir, n)) for n in RUN_TOKENIZER_FILES):
+            from plm_jax.data.wordpiece import is_wordpiece_path
+
+            name = os.path.basename(inherited) if is_wordpiece_path(inherited) else "tokenizer.model"
+            shutil.copyfile(inherited, os.path.join(workdir, name))  # the run needs no init, no teacher
         self.tokenizer = prepare_tokenizer(config, workdir)
         # once the inputs are checked; a first start that failed before saving a step pins nothing
         run.write_config(resolved, replace=not run.has_trained())
@@ -271,6 +269,8 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
     """The configured SentencePiece model, or one trained on the training split into the work directory."""
     if config.data.tokenizer:
         tokenizer = load_tokenizer(config.data.tokenizer)
+    elif os.path.basename(run_tokenizer_file(workdir)) != "tokenizer.model":  # a teacher's WordPiece vocabulary
+        tokenizer = load_tokenizer(run_tokenizer_file(workdir))
     else:
         path = os.path.join(workdir, "tokenizer.model")
 
@@ -291,11 +291,24 @@ def prepare_tokenizer(config: Any, workdir: str) -> Tokenizer:
     objective = config.get("objective", "mlm")
     needed = vocab_needed(objective, tokenizer.vocab_size, config.data)
     if needed != config.model.vocab_size:
-        hint = "" if config.data.tokenizer else f" (trained earlier into {path}: delete it to train a new one)"
+        hint = "" if config.data.tokenizer or tokenizer.kind == "wordpiece" else \
+            f" (trained earlier into {path}: delete it to train a new one)"
         extra = f" + {needed - tokenizer.vocab_size} sentinels" if needed != tokenizer.vocab_size else ""
         raise UserError(f"tokenizer vocabulary ({tokenizer.vocab_size} pieces{extra}) does not match "
                          f"model.vocab_size={config.model.vocab_size}{hint}")
     return tokenizer
+
+
+RUN_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "vocab.txt")  # trained here, or inherited
+
+
+def run_tokenizer_file(workdir: str) -> str:
+    """The tokenizer a run directory holds: its SentencePiece model, or the WordPiece vocabulary it inherited from
+    a teacher (tokenizer.model when there is none yet)."""
+    for name in RUN_TOKENIZER_FILES:
+        if os.path.isfile(os.path.join(workdir, name)):
+            return os.path.join(workdir, name)
+    return os.path.join(workdir, RUN_TOKENIZER_FILES[0])
 
 
 def tokenizer_options(config: Any) -> dict[str, Any]:

@@ -85,7 +85,9 @@ def plm_jax_run_config(path: str) -> tuple[ml_collections.ConfigDict, Transforme
         raise UserError(f"{path} is a fine-tuning run; start from a pretraining run or a Hugging Face directory "
                          "(`launch.py evaluate/predict --workdir` read fine-tuning runs)")
     model_cfg = TransformerConfig.from_config(saved.model)
-    tok_path = saved.data.get("tokenizer") or os.path.join(path, "tokenizer.model")
+    from plm_jax.tasks.pretraining import run_tokenizer_file
+
+    tok_path = saved.data.get("tokenizer") or run_tokenizer_file(path)
     return saved, model_cfg, load_text_tokenizer(tok_path)
 
 
