@@ -8,6 +8,12 @@ and steps: the comparison that isolates what the teacher adds.
     python launch.py sweep configs/sweeps/curve.py:rotten_tomatoes,pretrained=runs/distilled_1layer+runs/mlm_1layer,\
 minilm=0,sizes=1000 --workdir runs/curve_1layer --workers=2
 
+`minilm` is MiniLM v2's relation transfer from all-MiniLM-L6-v2 (which has no MLM head): a 2-layer, 256-wide
+student (0.15x the teacher's encoder FLOPs per token) learns the query, key and value relations of its last layer,
+over the teacher's WordPiece tokens:
+
+    python launch.py pretrain --config configs/pretrain/distill.py:minilm --workdir runs/minilm_student
+
 The teacher is --config.distill.teacher (or `launch.py pretrain --teacher RUN`); the student takes its tokenizer.
 """
 
@@ -20,8 +26,8 @@ STEPS = 3_000
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "plain"):
-        raise ValueError(f"configs/pretrain/distill.py:{arg}: give no argument (distilled) or `plain`")
+    if arg not in ("", "plain", "minilm"):
+        raise ValueError(f"configs/pretrain/distill.py:{arg}: give no argument (distilled), `plain` or `minilm`")
     config = mlm_pretrain_config()
     config.model.update(  # the recipe's width, one layer of its four: a quarter of its encoder FLOPs per token
         vocab_size=8192, num_layers=1, hidden_size=128, num_heads=2, mlp_dim=512, max_len=128,
@@ -35,6 +41,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     if arg == "plain":
         config.data.tokenizer = f"{TEACHER}/tokenizer.model"
+    elif arg == "minilm":
+        config.model.update(vocab_size=30522, num_layers=2, hidden_size=256, num_heads=4, mlp_dim=1024, max_len=512)
+        # relation heads divide both widths (384, 256); MiniLM trains on the relations alone (alpha 1)
+        config.distill.update(teacher="minilm", kind="relations", alpha=1.0, relation_heads=16, teacher_layer=-1)
     else:
         config.distill.update(teacher=TEACHER, alpha=0.5, temperature=2.0)
     return config
