@@ -133,6 +133,9 @@ def attention_qkv(model: nn.Module, params: Any, inputs: tuple, layer: int, dete
                              capture_intermediates=wanted, mutable=["intermediates"])
     found = {path[-2]: value[0] for path, value in flatten_dict(state["intermediates"]).items()
              if path[-1] == "__call__" and path[-2] in QKV and name in path}
+    if sorted(found) != sorted(QKV):  # a layout that hides the layer's modules (stacked or rematerialized layers)
+        raise UserError(f"distill.kind='relations' could not read {name}'s query, key and value (found "
+                        f"{sorted(found)}): set model.scan_layers=False and model.remat='none'")
     return out, {n: x.reshape(*x.shape[:2], -1) for n, x in found.items()}
 
 
