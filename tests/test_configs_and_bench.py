@@ -279,5 +279,5 @@ def test_the_distill_sweep_pairs_each_student_seed_with_the_teacher_of_that_seed
     first = runs["distilled", 0]
     assert (first["init"], first["init_layers"], first["train"]["lr"]) == ("minilm", [0, 3], 1e-4)
     assert first["task"]["max_train_examples"] == 1000
-    with pytest.raises(SweepError, match="first part must be one of"):
+    with pytest.raises(SweepError, match="first part must be a task, one of"):
         load_sweep(f"{ROOT}/configs/sweeps/distill.py:local")

@@ -140,11 +140,11 @@ class Plan:
 
 
 def config_arg(arg: str, where: str, first_choices: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """A sweep config's argument "first,key=value,...": the first part (one of `first_choices`) and the settings,
+    """A sweep config's argument "task,key=value,...": the task (one of `first_choices`) and the settings,
     each value a Python literal or else a string (a path, a name)."""
     first, *settings = [part.strip() for part in arg.split(",") if part.strip()] or [""]
     if first not in first_choices:
-        raise SweepError(f"{where}:{arg}: the first part must be one of {sorted(first_choices)}")
+        raise SweepError(f"{where}:{arg}: the first part must be a task, one of {sorted(first_choices)}")
     parsed: dict[str, Any] = {}
     for setting in settings:
         key, sep, text = setting.partition("=")
