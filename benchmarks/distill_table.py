@@ -4,7 +4,8 @@ seeds), encoder FLOPs per token, parameters, size on disk, and predict throughpu
     python benchmarks/distill_table.py --task rotten_tomatoes   # after configs/sweeps/distill.py's commands
 
 - Accuracy: the teachers' and the sweep's students' results.json (test split); int8 rows evaluate `best_int8/`
-  (`launch.py evaluate --int8`) of every seed, with the paired change against the same run's float weights.
+  (`launch.py evaluate --int8`, once: a rerun reads eval_results_int8.json) of every seed, with the paired change
+  against the same run's float weights.
 - Throughput: seed 0 of the teacher and of the last student predict the tokenized test split in the run's eval
   batches, once to compile, then `--repeats` times, the models taking turns so that the machine's noise falls on
   all alike; the median examples/s, and each model's ratio to the float teacher's. Tokenizing is left out: it is the
@@ -34,7 +35,15 @@ METRICS = ("accuracy", "f1_macro")
 
 
 def test_metrics(run: str, int8: bool) -> dict[str, float]:
+    """Test metrics of the float weights (results.json) or of the int8 ones (eval_results_int8.json, written by
+    `evaluate --int8` on the first call)."""
     if int8:
+        saved = os.path.join(run, "eval_results_int8.json")
+        if os.path.isfile(saved):
+            with open(saved, encoding="utf-8") as f:
+                results = json.load(f)
+            if "test" in results:
+                return results["test"]
         return evaluate(run, ("test",), int8=True)["test"]
     with open(os.path.join(run, "results.json"), encoding="utf-8") as f:
         return json.load(f)["test"]
