@@ -279,5 +279,12 @@ def test_the_distill_sweep_pairs_each_student_seed_with_the_teacher_of_that_seed
     first = runs["distilled", 0]
     assert (first["init"], first["init_layers"], first["train"]["lr"]) == ("minilm", [0, 3], 1e-4)
     assert first["task"]["max_train_examples"] == 1000
+    general = expand(load_sweep(f"{ROOT}/configs/sweeps/distill.py:rotten_tomatoes,init=runs/s,layers=all"))
+    assert [plan_init(general, p) for p in general.points] == [("runs/s", [])] * 9  # every layer of the student
     with pytest.raises(SweepError, match="first part must be a task, one of"):
         load_sweep(f"{ROOT}/configs/sweeps/distill.py:local")
+
+
+def plan_init(plan, point):
+    resolved = plan.stages[next(iter(point.stages.values()))].resolved
+    return resolved["init"], resolved["init_layers"]

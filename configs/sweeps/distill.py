@@ -13,8 +13,9 @@ paired with the teacher of its own seed (the same 1,000 labels).
 
 The argument is a task (`rotten_tomatoes`, `wiki_topics`), then optional comma-separated settings:
 `teachers=DIR` (default runs/teachers_<task>; it holds seed=0, seed=1, ...), `labels=1000`, `seeds=3`,
-`layers=0` (the teacher layers the student keeps, `+`-separated: `0+3`), and any key of the fine-tuning config
-(`train.lr=3e-4`, `distill.temperature=4`).
+`layers=0` (the layers of `init` the student keeps, `+`-separated: `0+3`; `all`), and any key of the fine-tuning
+config (`train.lr=3e-4`, `distill.temperature=4`). A student from general distillation (configs/pretrain/distill.py)
+is `init=runs/minilm_student,layers=all`.
 
 The student keeps the embeddings and layer 0 of MiniLM's six (`init_layers`, as DistilBERT keeps every other
 layer): 1/6 of the teacher's encoder FLOPs per token, with the teacher's tokenizer, as distillation needs.
@@ -37,7 +38,8 @@ def get_config(arg: str = "rotten_tomatoes") -> Sweep:
     teachers = str(settings.pop("teachers", f"runs/teachers_{task}"))
     labels = int(settings.pop("labels", 1000))
     seeds = int(settings.pop("seeds", 3))
-    layers = tuple(int(i) for i in str(settings.pop("layers", 0)).split("+"))
+    kept = str(settings.pop("layers", 0))
+    layers = () if kept == "all" else tuple(int(i) for i in kept.split("+"))
     teacher = os.path.join(teachers, "seed={seed}")  # the sweep puts each point's seed here
     students = {"labels only": ("", ""), "distilled": (teacher, ""), "distilled + unlabeled rest": (teacher, "rest")}
     student_axis = Axis({"finetune.distill.teacher": [t for t, _ in students.values()],
