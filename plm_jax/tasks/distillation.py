@@ -79,11 +79,7 @@ def check(config: ml_collections.ConfigDict, kind: str) -> tuple[RunDir, Any] | 
             raise FileNotFoundError(f"distill.unlabeled {unlabeled}: no such file (a file of texts, or \"rest\")")
     if int(distill.get("max_unlabeled", 0)) < 0:
         raise UserError(f"distill.max_unlabeled={distill.max_unlabeled} must be 0 (all) or positive")
-    alpha, temperature = float(distill.alpha), float(distill.temperature)
-    if not 0.0 <= alpha <= 1.0:
-        raise UserError(f"distill.alpha={alpha} must be in [0, 1]")
-    if temperature <= 0:
-        raise UserError(f"distill.temperature={temperature} must be positive")
+    checked_weights(distill)
     run = str(distill.teacher)
     if not os.path.isdir(run):
         raise FileNotFoundError(f"distill.teacher {run}: no such directory (a fine-tuned plm_jax run)")
@@ -107,7 +103,7 @@ def resolve(config: ml_collections.ConfigDict, kind: str, tokenizer: Any) -> Tea
     if checked is None:
         return None
     rundir, info = checked
-    if not _same_file(info.tokenizer_path, tokenizer.path):
+    if not same_file(info.tokenizer_path, tokenizer.path):
         raise UserError(f"distill.teacher {rundir.path} uses another tokenizer ({info.tokenizer_path}) than the "
                         f"student ({tokenizer.path}): the student reads the teacher's inputs, so give it the "
                         f"teacher's tokenizer (--config.tokenizer={info.tokenizer_path}, with --config.model for "
@@ -120,5 +116,16 @@ def resolve(config: ml_collections.ConfigDict, kind: str, tokenizer: Any) -> Tea
     return Teacher(rundir.path, teacher, float(distill.alpha), float(distill.temperature))
 
 
-def _same_file(a: str, b: str) -> bool:
+def checked_weights(distill: ml_collections.ConfigDict) -> tuple[float, float]:
+    """(alpha, temperature) of a `distill` section (task or general distillation), checked."""
+    alpha, temperature = float(distill.alpha), float(distill.temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise UserError(f"distill.alpha={alpha} must be in [0, 1]")
+    if temperature <= 0:
+        raise UserError(f"distill.temperature={temperature} must be positive")
+    return alpha, temperature
+
+
+def same_file(a: str, b: str) -> bool:
+    """Both files exist with the same bytes: a student reads its teacher's tokenizer, wherever each copy lies."""
     return os.path.isfile(a) and os.path.isfile(b) and filecmp.cmp(a, b, shallow=False)

@@ -22,7 +22,6 @@ masked-LM loss and accuracy, comparable with any MLM run's.
 from __future__ import annotations
 
 import dataclasses
-import filecmp
 import os
 from typing import Any
 
@@ -36,8 +35,10 @@ from flax.traverse_util import flatten_dict
 from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.models.encoder import Encoder
+from plm_jax.tasks.distillation import checked_weights, same_file
 from plm_jax.tasks.distillation_losses import relation_kl, soft_cross_entropy_kl
 from plm_jax.tasks.objectives import get_objective
+from plm_jax.train.rundir import CHECKPOINTS, RunDir
 from plm_jax.train.task import Frozen
 
 
@@ -86,8 +87,6 @@ class MlmTeacher:
             if self.encoder_params is not None:  # placed by the abstract tree's shardings (the same rules)
                 return jax.tree.map(lambda x, a: jax.device_put(np.asarray(x, a.dtype), a.sharding),
                                     {"encoder": self.encoder_params}, abstract_params)
-            from plm_jax.train.rundir import CHECKPOINTS, RunDir
-
             params, _ = RunDir(self.run).params(abstract_params, CHECKPOINTS)
             return params
 
@@ -106,7 +105,7 @@ class MlmTeacher:
             kd_BxP = soft_cross_entropy_kl(logits_BxPxV, jax.lax.stop_gradient(teacher_BxPxV), self.temperature)
             distill_sum = jnp.sum(kd_BxP * weights_BxP)
         else:
-            logits_BxPxV, mine = attention_qkv(student, params, inputs, student_layer_index(student),
+            logits_BxPxV, mine = attention_qkv(student, params, inputs, student.cfg.num_layers - 1,  # its last
                                                deterministic, rngs)
             _, theirs = attention_qkv(self.model, frozen, inputs, self.teacher_layer, True, None)
             segment_ids_BxL = batch["segment_ids"]
@@ -114,10 +113,6 @@ class MlmTeacher:
                                                   segment_ids_BxL)) for n in QKV)
         sums = token_loss_sums(logits_BxPxV, batch[objective.target_key], weights_BxP)
         return {**sums, "loss_sum": (1.0 - self.alpha) * sums["loss_sum"] + self.alpha * distill_sum}
-
-
-def student_layer_index(student: nn.Module) -> int:
-    return student.cfg.num_layers - 1
 
 
 def attention_qkv(model: nn.Module, params: Any, inputs: tuple, layer: int, deterministic: bool,
@@ -145,13 +140,9 @@ def resolve(config: ml_collections.ConfigDict) -> MlmTeacher | None:
     if distill is None or not distill.teacher:
         return None
     run, kind = str(distill.teacher), str(distill.get("kind", "mlm"))
-    alpha, temperature = float(distill.alpha), float(distill.temperature)
     if kind not in KINDS:
         raise UserError(f"distill.kind={kind!r}; expected one of {KINDS}")
-    if not 0.0 <= alpha <= 1.0:
-        raise UserError(f"distill.alpha={alpha} must be in [0, 1]")
-    if temperature <= 0:
-        raise UserError(f"distill.temperature={temperature} must be positive")
+    alpha, temperature = checked_weights(distill)
     if config.get("objective", "mlm") != "mlm":
         raise UserError(f"distill.teacher: general distillation trains a masked LM; objective={config.objective!r}")
     if kind == "mlm":
@@ -166,7 +157,7 @@ def resolve(config: ml_collections.ConfigDict) -> MlmTeacher | None:
                         f"{model_cfg.vocab_size}: the student uses the teacher's tokenizer, so give it "
                         f"--config.model.vocab_size={model_cfg.vocab_size}")
     mine = config.data.get("tokenizer", "")
-    if mine and not (os.path.isfile(mine) and filecmp.cmp(mine, teacher.tokenizer_path, shallow=False)):
+    if mine and not same_file(mine, teacher.tokenizer_path):
         raise UserError(f"data.tokenizer={mine!r} is not distill.teacher {run}'s tokenizer "
                         f"({teacher.tokenizer_path}): the student reads the teacher's inputs; leave data.tokenizer "
                         "empty to use the teacher's")
@@ -179,7 +170,7 @@ def resolve(config: ml_collections.ConfigDict) -> MlmTeacher | None:
 def _mlm_run(run: str) -> tuple[TransformerConfig, str]:
     if not os.path.isdir(run):
         raise FileNotFoundError(f"distill.teacher {run}: no such directory (a plm_jax masked-LM pretraining run)")
-    if not os.path.isfile(os.path.join(run, "config.json")) or not os.path.isdir(os.path.join(run, "checkpoints")):
+    if not RunDir(run).is_pretraining():
         raise UserError(f"distill.teacher {run}: not a plm_jax pretraining run (config.json and checkpoints/)")
     from plm_jax.tasks.starting_point import plm_jax_run_config
 

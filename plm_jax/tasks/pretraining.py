@@ -8,7 +8,6 @@ unless `data.tokenizer` names one.
 
 from __future__ import annotations
 
-import filecmp
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from plm_jax.data.tokenizer import DEFAULT_CHARACTER_COVERAGE, Tokenizer, load_t
 from plm_jax.errors import UserError
 from plm_jax.models.config import TransformerConfig
 from plm_jax.tasks import mlm_distillation
+from plm_jax.tasks.distillation import same_file
 from plm_jax.tasks.objectives import get_objective, vocab_needed
 from plm_jax.train.rundir import RunDir
 from plm_jax.train.task import Batch, Schedule, Steps, Task
@@ -51,7 +51,7 @@ class PretrainingTask(Task):
         self.init_inputs = self.objective.init_inputs(config.data)
         self.teacher = mlm_distillation.resolve(config)  # general distillation: a frozen MLM teacher
         if self.teacher is not None:
-            if self.init_tokenizer and not filecmp.cmp(self.init_tokenizer, self.teacher.tokenizer_path, shallow=False):
+            if self.init_tokenizer and not same_file(self.init_tokenizer, self.teacher.tokenizer_path):
                 raise UserError(f"init={config.init!r} and distill.teacher={self.teacher.run!r} use other tokenizers; "
                                 "the student reads the teacher's inputs")
             self.frozen = self.teacher.frozen(self.init_inputs)
@@ -174,7 +174,7 @@ def adopt_init_run(config: Any) -> str:
     from plm_jax.tasks.starting_point import plm_jax_run_config
 
     init = str(config.init)
-    if not os.path.isfile(os.path.join(init, "config.json")) or not os.path.isdir(os.path.join(init, "checkpoints")):
+    if not RunDir(init).is_pretraining():
         raise UserError(f"init={init!r}: not a plm_jax pretraining run directory (config.json and checkpoints/)")
     if config.data.tokenizer:
         raise UserError(f"data.tokenizer={config.data.tokenizer!r}: continued pretraining uses its init run's "

@@ -86,6 +86,10 @@ class RunDir:
     def is_finetune(self) -> bool:
         return os.path.isfile(self.file(MODEL_FILE))
 
+    def is_pretraining(self) -> bool:
+        """config.json and checkpoints/: what continued pretraining and a general-distillation teacher read."""
+        return os.path.isfile(self.file(CONFIG_FILE)) and os.path.isdir(self.file(CHECKPOINTS))
+
     def kind(self) -> str:
         """The task kind of a fine-tune, or "pretrain" for a pretraining run."""
         if self.is_finetune():
