@@ -129,17 +129,27 @@ def test_a_distillation_resumed_after_sigterm_equals_an_uninterrupted_one(teache
 @pytest.mark.slow
 def test_teacher_and_student_sharded_over_8_devices_equal_one_device(teacher):
     base, teacher_dir, _ = teacher
-    finals = []
-    for mesh, devices in ((dict(data=2, fsdp=4, tensor=1), None), (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])):
+
+    def student(mesh, devices):
         config = _student_config(base, teacher_dir)
         config.mesh.update(**mesh)
         task = build_task(config)
+        return task, [task.batch(task.splits["train"].arrays, task.train_rows(step)) for step in range(3)]
+
+    assert_8_devices_equal_one(student)
+
+
+def assert_8_devices_equal_one(student):
+    """Three steps of a distillation, on 8 simulated devices and on one, end with the same loss and parameters;
+    on 8 the teacher is sharded by the rules. student(mesh, devices) -> (its task, its first 3 train batches)."""
+    finals = []
+    for mesh, devices in ((dict(data=2, fsdp=4, tensor=1), None), (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])):
+        task, batches = student(mesh, devices)
         setup = build(task, devices)
         split = [x for x in jax.tree.leaves(setup.frozen_args[0]) if x.sharding.shard_shape(x.shape) != x.shape]
         assert bool(split) == (devices is None)  # on 8 devices the teacher is sharded by the rules
         state = setup.init_state(0)
-        for step in range(3):
-            batch = task.batch(task.splits["train"].arrays, task.train_rows(step))
+        for batch in batches:
             state, metrics = setup.train_step(state, setup.to_global(batch), *setup.frozen_args)
         finals.append((jax.tree.map(np.asarray, state.params), float(metrics["loss"])))
     (eight, loss8), (one, loss1) = finals

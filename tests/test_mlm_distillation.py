@@ -21,6 +21,7 @@ from plm_jax.train.checkpoint import tree_equal
 from plm_jax.train.setup import build
 from plm_jax.train.trainer import train as train_task
 from tests.corpus import write_corpus
+from tests.test_distill import assert_8_devices_equal_one
 
 VOCAB = 56
 
@@ -131,23 +132,15 @@ def test_a_distillation_resumed_after_sigterm_equals_an_uninterrupted_one(teache
 @pytest.mark.slow
 def test_teacher_and_student_sharded_over_8_devices_equal_one_device(teacher):
     base, corpus, teacher_dir = teacher
-    finals = []
-    for mesh, devices in ((dict(data=2, fsdp=4, tensor=1), None), (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])):
+
+    def student(mesh, devices):
         config = _student(corpus, teacher_dir)
         config.mesh.update(**mesh)
         task = build_task(config)
         task.prepare(str(base / f"sharded_{len(devices or jax.devices())}"))
-        setup = build(task, devices)
-        split = [x for x in jax.tree.leaves(setup.frozen_args[0]) if x.sharding.shard_shape(x.shape) != x.shape]
-        assert bool(split) == (devices is None)  # on 8 devices the teacher is sharded by the rules
-        state = setup.init_state(0)
-        for _, batch in zip(range(3), task.train_batches(0, {})):
-            state, metrics = setup.train_step(state, setup.to_global(batch), *setup.frozen_args)
-        finals.append((jax.tree.map(np.asarray, state.params), float(metrics["loss"])))
-    (eight, loss8), (one, loss1) = finals
-    np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):
-        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+        return task, [batch for _, batch in zip(range(3), task.train_batches(0, {}))]
+
+    assert_8_devices_equal_one(student)
 
 
 @pytest.mark.slow
