@@ -78,7 +78,7 @@ def describe(run: str, int8: bool) -> dict[str, float]:
     loaded = load(run, int8=int8)
     cfg = rundir.model_info().model_cfg
     seq_len = int(loaded.task.config.task.seq_len)
-    return {"params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(load(run).params)),
+    return {"params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loaded.setup.abstract_params)),
             "param_bytes": nbytes(loaded.params),
             "disk_bytes": disk_bytes(int8_dir(rundir) if int8 else rundir.file(BEST)),
             "encoder_flops_per_token": encoder_flops_per_token(cfg, seq_len)}
