@@ -107,7 +107,8 @@ def finetune_config() -> ml_collections.ConfigDict:
 
     config = ml_collections.ConfigDict()
     config.seed = 0  # head initialisation, dropout and the order of examples
-    # A plm_jax pretraining work directory, a Hugging Face BERT directory (config.json + model.safetensors or
+    # A plm_jax pretraining work directory, a fine-tune of the same task (its head too: to go on training it, or
+    # to prune it with `prune`), a Hugging Face BERT directory (config.json + model.safetensors or
     # pytorch_model.bin + tokenizer.json/vocab.txt), "minilm" (the packaged all-MiniLM-L6-v2), or "" (random
     # weights: then `tokenizer` and `model` say what to build). `--init` on the command line sets it.
     config.init = ""
@@ -125,6 +126,10 @@ def finetune_config() -> ml_collections.ConfigDict:
         norm_dtype=placeholder(str)))
     config.task = default_task_config()
     config.distill = default_distill_config()  # a teacher (a fine-tuned run) whose outputs the loss also learns
+    # Structured head pruning (compress/head_pruning.py) of `init`, a fine-tune of this task, before this run's
+    # fine-tune (the re-fine-tune): every layer keeps its `heads` most important heads, measured on `examples`
+    # training examples. 0 = no pruning.
+    config.prune = ml_collections.ConfigDict(dict(heads=0, examples=512))
     config.task.main_metric = ""  # "" = accuracy (classification), pearson (regression), f1 (qa)
     config.task.classifier_dropout = -1.0  # < 0: the model's dropout_rate, as Hugging Face
     # classification/regression on an encoder: "cls" ([CLS], as Hugging Face; `export` needs it) | "mean" (of the

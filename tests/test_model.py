@@ -32,7 +32,7 @@ def numpy_bert(params, ids, seg, pos, cfg: TransformerConfig):
         p = params[f"layer_{i}"]
         a = p["attention"]
         q, k, v = (np.einsum("bld,dhk->blhk", x, a[n]["kernel"]) + a[n]["bias"] for n in ("query", "key", "value"))
-        s = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(cfg.head_dim)
+        s = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(cfg.kv_dim)
         s = np.where(allowed[:, None], s, -1e9)
         w = np.exp(s - s.max(-1, keepdims=True))
         w /= w.sum(-1, keepdims=True)

@@ -65,7 +65,7 @@ def norm_entries(hf: str, path: tuple[str, ...], d: int) -> list[Entry]:
 
 def _groups(cfg: TransformerConfig, num_labels: int = 0) -> dict[str, list[Entry]]:
     """The arrays by top-level subtree, HF names without the `bert.` prefix; `num_labels` sizes the classifier."""
-    d, h, k, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+    d, h, k, f, v = cfg.hidden_size, cfg.num_heads, cfg.kv_dim, cfg.mlp_dim, cfg.vocab_size
     enc = [Entry("embeddings.word_embeddings.weight", ("encoder", "embeddings", "word_embeddings", "embedding"),
                   (v, d), (v, d)),
            Entry("embeddings.position_embeddings.weight", ("encoder", "embeddings", "position_embeddings"),
@@ -97,6 +97,9 @@ def _check_bert_layout(cfg: TransformerConfig) -> None:
     if cfg.pre_layer_norm or cfg.mlp_activation not in OUR_TO_HF_ACT:
         raise UserError(f"pre_layer_norm={cfg.pre_layer_norm}, mlp_activation={cfg.mlp_activation!r} has no "
                          "Hugging Face BERT counterpart (needs post-LN and gelu/gelu_tanh/relu)")
+    if cfg.attention_dim != cfg.hidden_size:
+        raise UserError(f"the model's attention heads were pruned ({cfg.num_heads} heads of width {cfg.kv_dim} in a "
+                         f"{cfg.hidden_size}-wide model): Hugging Face's BertConfig has no such shape")
 
 
 def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "") -> TransformerConfig:

@@ -74,7 +74,7 @@ def _conv1d(hf: str, path: tuple[str, ...], d_in: int, d_out: int,
 
 def _entries(cfg: TransformerConfig) -> list[Entry | _Fused]:
     """Every array, HF names without the `transformer.` prefix (`lm_head.weight` sits outside it)."""
-    d, h, k, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+    d, h, k, f, v = cfg.hidden_size, cfg.num_heads, cfg.kv_dim, cfg.mlp_dim, cfg.vocab_size
     out: list[Entry | _Fused] = [
         Entry("wte.weight", ("embeddings", "word_embeddings", "embedding"), (v, d), (v, d)),
         Entry("wpe.weight", ("embeddings", "position_embeddings"), (cfg.max_len, d), (cfg.max_len, d))]
@@ -102,6 +102,8 @@ def _check_gpt2_layout(cfg: TransformerConfig) -> None:
         ("embedding_layer_norm", False)) if getattr(cfg, name) != want]
     if cfg.mlp_activation not in OUR_TO_HF_ACT:
         problems.append(f"mlp_activation={cfg.mlp_activation!r} (needs one of {sorted(OUR_TO_HF_ACT)})")
+    if cfg.attention_dim != cfg.hidden_size:
+        problems.append(f"head_dim={cfg.kv_dim} (needs hidden_size / num_heads)")
     if problems:
         raise UserError(f"{', '.join(problems)}: no Hugging Face GPT-2 counterpart")
 

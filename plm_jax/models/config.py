@@ -25,6 +25,7 @@ class TransformerConfig:
     hidden_size: int = 768
     num_layers: int = 12
     num_heads: int = 12
+    head_dim: int = 0  # width of one attention head; 0 = hidden_size // num_heads (pruned heads keep theirs)
     mlp_dim: int = 3072
     max_len: int = 512
     type_vocab_size: int = 2  # 0 = no token-type embeddings (GPT-2)
@@ -48,9 +49,12 @@ class TransformerConfig:
     remat: str = "none"  # recompute each layer's activations in the backward pass: none | full | dots | dots_no_batch
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
+        if self.head_dim < 0:
+            raise UserError(f"model.head_dim={self.head_dim} must be positive, or 0 for hidden_size // num_heads")
+        if not self.head_dim and self.hidden_size % self.num_heads:
             raise UserError(
-                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads} "
+                "(or set model.head_dim)"
             )
         if self.architecture not in ARCHITECTURES:
             raise UserError(f"model.architecture={self.architecture!r}; expected one of {ARCHITECTURES}")
@@ -77,8 +81,14 @@ class TransformerConfig:
             raise UserError("model.dropout_rate and model.attention_dropout_rate must be in [0, 1)")
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+    def kv_dim(self) -> int:
+        """The width of one head (logical axis `kv`): `head_dim`, or hidden_size // num_heads when that is 0."""
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def attention_dim(self) -> int:
+        """The width of all heads together: hidden_size, unless heads were pruned."""
+        return self.num_heads * self.kv_dim
 
     @property
     def decoder_layers(self) -> int:

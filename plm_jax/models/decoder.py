@@ -212,7 +212,7 @@ class CausalLM(nn.Module):
 
 def init_cache(cfg: TransformerConfig, batch_size: int, length: int, num_layers: int | None = None) -> Cache:
     """An empty cache of `length` slots (prompt + generated tokens)."""
-    kv = jnp.zeros((batch_size, length, cfg.num_heads, cfg.head_dim), cfg.compute_dtype)
+    kv = jnp.zeros((batch_size, length, cfg.num_heads, cfg.kv_dim), cfg.compute_dtype)
     layers = [{"key": kv, "value": kv} for _ in range(num_layers or cfg.decoder_layers)]
     return {"segment_ids": jnp.zeros((batch_size, length), jnp.int32), "layers": layers}
 

@@ -20,14 +20,14 @@ def mlm_train_flops_per_step(cfg: TransformerConfig, batch: int, seq_len: int, p
 def encoder_flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
     """Forward matmul FLOPs of the encoder layers per token of a seq_len-token row (embeddings and heads aside):
     what a distilled student must cut (DistilBERT, TinyBERT and MiniLM compare models by it)."""
-    d, f = cfg.hidden_size, cfg.mlp_dim
+    d, a, f = cfg.hidden_size, cfg.attention_dim, cfg.mlp_dim  # a = d unless heads were pruned
     mlp_mats = 3 if cfg.mlp_activation == "geglu" else 2
-    per_token_layer = 2 * 4 * d * d + 2 * mlp_mats * d * f + 2 * 2 * seq_len * d  # qkvo, mlp, QK^T and AV
+    per_token_layer = 2 * 4 * d * a + 2 * mlp_mats * d * f + 2 * 2 * seq_len * a  # qkvo, mlp, QK^T and AV
     return float(cfg.num_layers * per_token_layer)
 
 
 def matmul_params(cfg: TransformerConfig) -> int:
     """Weights that enter matmuls per token in the encoder (the N of the 6·N·T rule)."""
-    d, f = cfg.hidden_size, cfg.mlp_dim
+    d, a, f = cfg.hidden_size, cfg.attention_dim, cfg.mlp_dim
     mlp_mats = 3 if cfg.mlp_activation == "geglu" else 2
-    return cfg.num_layers * (4 * d * d + mlp_mats * d * f)
+    return cfg.num_layers * (4 * d * a + mlp_mats * d * f)

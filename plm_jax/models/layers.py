@@ -143,7 +143,7 @@ class Attention(nn.Module):
 
     def setup(self) -> None:
         cfg = self.cfg
-        shape = (cfg.num_heads, cfg.head_dim)
+        shape = (cfg.num_heads, cfg.kv_dim)
         self.query = dense(cfg, shape, ("embed", "heads", "kv"))
         self.key = dense(cfg, shape, ("embed", "heads", "kv"))
         self.value = dense(cfg, shape, ("embed", "heads", "kv"))
@@ -163,7 +163,7 @@ class Attention(nn.Module):
             out_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS,
                                                        implementation=cfg.attention)
             return self.out(out_BxTxHxK)
-        q_BxTxHxK = q_BxTxHxK * jnp.asarray(cfg.head_dim**-0.5, q_BxTxHxK.dtype)
+        q_BxTxHxK = q_BxTxHxK * jnp.asarray(cfg.kv_dim**-0.5, q_BxTxHxK.dtype)
         logits_BxHxTxS = jnp.einsum("bqhk,bthk->bhqt", q_BxTxHxK, k_BxSxHxK).astype(jnp.float32)
         logits_BxHxTxS = jnp.where(mask_Bx1xTxS, logits_BxHxTxS, _NEG_INF)
         probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(cfg.compute_dtype)

@@ -25,7 +25,7 @@ import numpy as np
 
 from plm_jax.data.text_tokenizer import TextTokenizer
 from plm_jax.errors import UserError
-from plm_jax.tasks import distillation, starting_point
+from plm_jax.tasks import distillation, pruning, starting_point
 from plm_jax.tasks.starting_point import StartingPoint
 from plm_jax.train.rundir import ModelInfo, RunDir
 from plm_jax.train.task import Batch, Schedule, Steps, Task
@@ -34,6 +34,8 @@ log = logging.getLogger("plm_jax")
 # train.* keys that change how a run reports, not what it computes: a resume may change them
 _HARMLESS = ("log_every", "eval_batch_size", "async_checkpoints", "keep_checkpoints", "checkpoint_every",
              "profile_steps", "eval_at_start")
+# config keys that a run started before they existed did without: what its config.json stands for
+_ADDED_LATER: dict[str, Any] = {"init_layers": [], "prune": {"heads": 0, "examples": 512}}
 
 
 @dataclasses.dataclass
@@ -54,6 +56,7 @@ class FinetuneTask(Task):
     default_main_metric = "loss"
     workdir = ""  # the run directory while training (prepare); "" when a finished run is loaded
     teacher: distillation.Teacher | None = None  # config.distill.teacher: the loss also reads this frozen model
+    pruning: dict[str, Any] | None = None  # config.prune: which heads of the starting point were kept, and why
 
     def __init__(self, config: ml_collections.ConfigDict, info: ModelInfo, tokenizer: TextTokenizer,
                  start: StartingPoint | None = None, splits: dict[str, Split] | None = None):
@@ -136,6 +139,8 @@ class FinetuneTask(Task):
         cls.check_data(config)
         start = cls.starting_point(config)
         cls.check_start(config, start)
+        starting_point.check_finetuned(start, config)
+        pruning.check(config, start)
         teacher = distillation.resolve(config, config.task.kind, start.tokenizer)  # before any data is read
         if teacher is not None and cls.distill_terms is FinetuneTask.distill_terms:
             raise UserError(f"distillation (distill.teacher) is not available for task.kind={config.task.kind!r} "
@@ -143,7 +148,12 @@ class FinetuneTask(Task):
         probe = cls(config, cls.info_for(config, start, ()), start.tokenizer, start)
         train = probe.load_split("train")  # the train split names the labels that the other splits use
         info = cls.info_for(config, start, probe.label_names(train))
+        starting_point.check_finetuned(start, config, info.label_names)
         task = cls(config, info, start.tokenizer, start, {"train": train})
+        if pruning.heads(config):  # the run itself is the re-fine-tune of the pruned model
+            start, record = pruning.pruned_start(task, start)
+            task = cls(config, cls.info_for(config, start, info.label_names), start.tokenizer, start, {"train": train})
+            task.pruning = record
         if teacher is not None:
             if tuple(teacher.task.info.label_names) != tuple(info.label_names):
                 raise UserError(f"distill.teacher {teacher.run} predicts the labels "
@@ -241,6 +251,8 @@ class FinetuneTask(Task):
         out: dict[str, Any] = {"train_examples": len(self.splits["train"]) if "train" in self.splits else 0}
         if self.start is not None:
             out["starting_point"] = {"kind": self.start.kind, "source": self.start.source}
+        if self.pruning is not None:
+            out["head_pruning"] = self.pruning
         return out
 
     def split(self, name: str) -> Split:
@@ -305,8 +317,8 @@ def check_workdir(config: Any, workdir: str) -> None:
         raise UserError(f"{workdir} holds a pretraining run; give the fine-tune a new --workdir "
                          f"(and --init {workdir} to start from it)")
     for key in ("init", "from_scratch", "init_layers", "tokenizer", "task", "model_overrides", "seed", "train",
-                "distill"):
-        was, now = saved.get(key, [] if key == "init_layers" else None), resolved.get(key)
+                "distill", "prune"):
+        was, now = saved.get(key, _ADDED_LATER.get(key)), resolved.get(key)
         if key == "init_layers":  # JSON lists; an older run without the key kept every layer
             was, now = [int(i) for i in was], [int(i) for i in now or []]
         if isinstance(was, dict) and isinstance(now, dict):  # keys added since the run started hold their defaults

@@ -1,6 +1,7 @@
-"""Where a fine-tune starts: a plm_jax pretraining run, a Hugging Face BERT directory, the packaged MiniLM, or
-random weights. Each gives the model's shape, its tokenizer and (except from scratch) the weights under the task
-head: the encoder's of an MLM run, the embeddings and decoder stack of a causal-LM run.
+"""Where a fine-tune starts: a plm_jax pretraining run, a finished fine-tune of the same task, a Hugging Face BERT
+directory, the packaged MiniLM, or random weights. Each gives the model's shape, its tokenizer and (except from
+scratch) the weights under the task head: the encoder's of an MLM run, the embeddings and decoder stack of a
+causal-LM run; a fine-tune gives its head too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from plm_jax.data.text_tokenizer import TextTokenizer, load_text_tokenizer
 from plm_jax.errors import DataUnavailableError, UserError
 from plm_jax.models import layout
 from plm_jax.models.config import TransformerConfig
+from plm_jax.train.rundir import RunDir
 
 log = logging.getLogger("plm_jax")
 
@@ -34,11 +36,12 @@ BODY_SUBTREES = {"encoder": ("encoder", "pooler"), "decoder": ("embeddings", "de
 
 @dataclasses.dataclass
 class StartingPoint:
-    kind: str  # "plm_jax" | "huggingface" | "scratch"
+    kind: str  # "plm_jax" | "finetune" | "huggingface" | "scratch"
     source: str
     model_cfg: TransformerConfig
     tokenizer: TextTokenizer
     params: dict[str, Any] | None  # BODY_SUBTREES of the architecture as host arrays; None = random init
+    finetuned: Any = None  # kind "finetune": the run's ModelInfo (its task kind and labels; its head is in params)
 
 
 def _apply_overrides(model_cfg: TransformerConfig, overrides: Any) -> TransformerConfig:
@@ -174,7 +177,12 @@ def resolve(config: Any) -> StartingPoint:
         raise FileNotFoundError(f"--init {init}: no such directory (a plm_jax pretraining run, a Hugging Face BERT "
                                 f"directory, a Hugging Face Hub id such as google-bert/bert-base-uncased, or one of "
                                 f"{sorted(PACKAGED)})")
-    if _is_hf_dir(init):
+    finetuned = None
+    if RunDir(init).is_finetune():  # its best parameters, head and all: the same task, trained further or pruned
+        finetuned = RunDir(init).model_info()
+        model_cfg, tokenizer = finetuned.model_cfg, load_text_tokenizer(config.tokenizer or finetuned.tokenizer_path)
+        params, kind = ({} if config.from_scratch else finetuned_params(init)), "finetune"
+    elif _is_hf_dir(init):
         from plm_jax.interop.hf_bert import load_hf_checkpoint
 
         model_cfg, params, _ = load_hf_checkpoint(init)
@@ -198,7 +206,33 @@ def resolve(config: Any) -> StartingPoint:
     params = layout.to_scanned(params) if model_cfg.scan_layers else params
     if config.from_scratch:
         return StartingPoint("scratch", f"random weights in the shape of {init}", model_cfg, tokenizer, None)
-    return StartingPoint(kind, init, model_cfg, tokenizer, params)
+    return StartingPoint(kind, init, model_cfg, tokenizer, params, finetuned)
+
+
+def finetuned_params(path: str) -> dict[str, Any]:
+    """A finished fine-tune's best parameters, every subtree, as host arrays."""
+    from plm_jax.run import load
+
+    run = load(path)
+    log.info("starting from the fine-tune %s, step %d", path, run.step)
+    return dict(jax.device_get(run.params))
+
+
+def check_finetuned(start: StartingPoint, config: Any, label_names: tuple[str, ...] | None = None) -> None:
+    """A fine-tune as starting point must be of this task, since its head is kept: the same kind and pooling
+    (checked before any data is read), and the same labels (`label_names`, once the train split named them)."""
+    run, kind = start.finetuned, str(config.task.kind)
+    if run is None:
+        return
+    if run.kind != kind:
+        raise UserError(f"--init {start.source} is a {run.kind} fine-tune; this run is {kind}")
+    pooling = str(config.task.get("pooling", "cls"))
+    if kind in ("classification", "regression") and run.pooling != pooling:
+        raise UserError(f"--init {start.source} classifies from task.pooling={run.pooling!r}; this run has "
+                         f"{pooling!r}")
+    if label_names is not None and tuple(run.label_names) != tuple(label_names):
+        raise UserError(f"--init {start.source} predicts the labels {list(run.label_names)}; this task's are "
+                         f"{list(label_names)}")
 
 
 def graft(state_params: Any, pretrained: dict[str, Any], shardings: Any) -> Any:
