@@ -279,10 +279,24 @@ def test_the_distill_sweep_pairs_each_student_seed_with_the_teacher_of_that_seed
     first = runs["distilled", 0]
     assert (first["init"], first["init_layers"], first["train"]["lr"]) == ("minilm", [0, 3], 1e-4)
     assert first["task"]["max_train_examples"] == 1000
-    general = expand(load_sweep(f"{ROOT}/configs/sweeps/distill.py:rotten_tomatoes,init=runs/s,layers=all"))
-    assert [plan_init(general, p) for p in general.points] == [("runs/s", [])] * 9  # every layer of the student
+    general = expand(load_sweep(f"{ROOT}/configs/sweeps/distill.py:rotten_tomatoes,init=runs/s,layers=all,"
+                                "students=labels+rest"))
+    assert [plan_init(general, p) for p in general.points] == [("runs/s", [])] * 6  # every layer of the student
+    assert {p.values["student"] for p in general.points} == {"labels only", "distilled + unlabeled rest"}
     with pytest.raises(SweepError, match="first part must be a task, one of"):
         load_sweep(f"{ROOT}/configs/sweeps/distill.py:local")
+    with pytest.raises(SweepError, match="students=labels\\+soft; choose from labels\\+distilled\\+rest"):
+        load_sweep(f"{ROOT}/configs/sweeps/distill.py:rotten_tomatoes,students=labels+soft")
+
+
+def test_the_prune_sweep_prunes_each_seeds_teacher_and_evaluates_before_the_re_finetune():
+    from plm_jax.sweep.spec import expand, load_sweep
+
+    plan = expand(load_sweep(f"{ROOT}/configs/sweeps/prune.py:wiki_topics,teachers=t,heads=8+2,seeds=2"))
+    runs = {(p.values["heads"], p.seed): plan.stages[p.stages["wiki_topics"]].resolved for p in plan.points}
+    assert sorted(runs) == [("2", 0), ("2", 1), ("8", 0), ("8", 1)]  # the axis labels
+    assert (runs["2", 1]["init"], runs["2", 1]["prune"]["heads"], runs["8", 0]["init"]) == ("t/seed=1", 2, "t/seed=0")
+    assert runs["8", 1]["train"]["eval_at_start"] and runs["8", 1]["task"]["max_train_examples"] == 1000
 
 
 def plan_init(plan, point):

@@ -13,9 +13,13 @@ paired with the teacher of its own seed (the same 1,000 labels).
 
 The argument is a task (`rotten_tomatoes`, `wiki_topics`), then optional comma-separated settings:
 `teachers=DIR` (default runs/teachers_<task>; it holds seed=0, seed=1, ...), `labels=1000`, `seeds=3`,
-`layers=0` (the layers of `init` the student keeps, `+`-separated: `0+3`; `all`), and any key of the fine-tuning
-config (`train.lr=3e-4`, `distill.temperature=4`). A student from general distillation (configs/pretrain/distill.py)
-is `init=runs/minilm_student,layers=all`.
+`layers=0` (the layers of `init` the student keeps, `+`-separated: `0+3`; `all`), `students=labels+distilled+rest`
+(which of the three students to train), and any key of the fine-tuning config (`train.lr=3e-4`,
+`distill.temperature=4`). A student from general distillation (configs/pretrain/distill.py) is
+`init=runs/minilm_student,layers=all`:
+
+    python launch.py sweep configs/sweeps/distill.py:rotten_tomatoes,init=runs/minilm_student,layers=all,\
+students=labels+rest --workdir runs/distill_general_rotten_tomatoes --workers=2
 
 The student keeps the embeddings and layer 0 of MiniLM's six (`init_layers`, as DistilBERT keeps every other
 layer): 1/6 of the teacher's encoder FLOPs per token, with the teacher's tokenizer, as distillation needs.
@@ -25,12 +29,13 @@ from __future__ import annotations
 
 import os
 
-from plm_jax.sweep.spec import Axis, Stage, Sweep, config_arg
+from plm_jax.sweep.spec import Axis, Stage, Sweep, SweepError, config_arg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = {task: os.path.join(HERE, "..", "finetune", f"{task}.py") for task in ("rotten_tomatoes", "wiki_topics")}
 STUDENT = {"init": "minilm", "train.lr": 3e-4, "train.epochs": 3, "train.min_steps": 300, "train.max_evals": 5,
            "train.log_every": 20}
+STUDENT_KEYS = {"labels": "labels only", "distilled": "distilled", "rest": "distilled + unlabeled rest"}
 
 
 def get_config(arg: str = "rotten_tomatoes") -> Sweep:
@@ -42,6 +47,10 @@ def get_config(arg: str = "rotten_tomatoes") -> Sweep:
     layers = () if kept == "all" else tuple(int(i) for i in kept.split("+"))
     teacher = os.path.join(teachers, "seed={seed}")  # the sweep puts each point's seed here
     students = {"labels only": ("", ""), "distilled": (teacher, ""), "distilled + unlabeled rest": (teacher, "rest")}
+    chosen = str(settings.pop("students", "labels+distilled+rest")).split("+")
+    if not chosen or set(chosen) - set(STUDENT_KEYS):
+        raise SweepError(f"distill.py:{arg}: students={'+'.join(chosen)}; choose from {'+'.join(STUDENT_KEYS)}")
+    students = {name: students[name] for key, name in STUDENT_KEYS.items() if key in chosen}
     student_axis = Axis({"finetune.distill.teacher": [t for t, _ in students.values()],
                          "finetune.distill.unlabeled": [u for _, u in students.values()]},
                         name="student", labels=tuple(students))
