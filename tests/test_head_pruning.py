@@ -187,3 +187,16 @@ def test_pruning_and_a_finetune_start_refuse_what_they_cannot_use(finetuned, tmp
     other_labels.write_text(open(base / "train.csv").read().replace(",pos", ",good").replace(",neg", ",bad"))
     with pytest.raises(UserError, match=r"predicts the labels \['neg', 'pos'\]; this task's are \['bad', 'good'\]"):
         build_task(_config(base, epochs=1, init=full_dir, **{"task.train_file": str(other_labels)}))
+
+
+@pytest.mark.slow
+def test_a_scanned_model_prunes_the_same_heads(finetuned):
+    base, full_dir, _ = finetuned
+    plain = build_task(_config(base, epochs=1, init=full_dir, **{"prune.heads": 2, "prune.examples": 64}))
+    scanned = build_task(_config(base, epochs=1, init=full_dir, **{"prune.heads": 2, "prune.examples": 64,
+                                                                 "model_overrides.scan_layers": True}))
+    assert scanned.model_cfg.scan_layers and scanned.model_cfg.num_heads == 2
+    assert scanned.pruning["kept"] == plain.pruning["kept"]
+    np.testing.assert_allclose(scanned.pruning["importance"], plain.pruning["importance"], rtol=1e-5)
+    query = scanned.start.params["encoder"]["layers"]["layer"]["attention"]["query"]["kernel"]
+    assert query.shape == (2, 32, 2, 8)  # layers x embed x heads x head_dim
