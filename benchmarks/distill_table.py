@@ -15,20 +15,25 @@ machine.
   `--repeats` times, the models taking turns so that the machine's noise falls on all alike; the median examples/s,
   and each model's ratio to the float teacher's. Rows of one shape share one measurement. Tokenizing is left out:
   it is the same for every model.
-- Peak memory: the peak resident set of a fresh process that loads seed 0 of the row and predicts the test split
-  once (imports included, so the differences between rows are what the models add).
+- Peak memory: the peak resident set (Linux VmHWM, reset at the child's start) of a fresh process that loads
+  seed 0 of the row and predicts the test split once; imports and the tokenized split are in every row alike, so
+  the differences between rows are what the models add.
 - Writes <first sweep>/distill_table.md and distill_table.json.
 """
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and "--peak-rss" in sys.argv:  # before the imports: the peak is this process's own
+    with open("/proc/self/clear_refs", "w") as clear:  # a forked child starts with its parent's peak (VmHWM)
+        clear.write("5")
+
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
-import sys
 import time
 
 import jax
@@ -81,7 +86,9 @@ def peak_rss_mib(run: str, int8: bool) -> float:
 def _measure_peak_rss(run: str, int8: bool) -> None:
     loaded = load(run, int8=int8)
     loaded.outputs(loaded.task.split("test").arrays)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+    with open("/proc/self/status", encoding="ascii") as status:  # Linux; VmHWM is in kB
+        peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(peak_kib / 1024)
 
 
 def examples_per_second(models: dict[str, LoadedRun], repeats: int) -> dict[str, float]:
