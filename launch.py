@@ -172,8 +172,8 @@ def pretrain_command(f: flags.FlagValues) -> None:
 
 @command("finetune", "Fine-tune (classification, regression, QA, translation) from a config; run again to resume.",
          _flag(STR, "workdir", None, "Work directory: checkpoints, logs, metrics, results.json."),
-         _flag(STR, "init", None, "Start from a pretraining run, a Hugging Face BERT directory or `minilm` (sets "
-               "config.init)."),
+         _flag(STR, "init", None, "Start from a pretraining run, a fine-tune of the same task (to train further or "
+               "prune: config.prune.heads), a Hugging Face BERT directory or `minilm` (sets config.init)."),
          _flag(STR, "teacher", None, "Distill from this fine-tuned run: the loss also learns its outputs (sets "
                "config.distill.teacher; distill.alpha and distill.temperature weigh and soften them)."),
          config=True, usage="--config=FILE --workdir=DIR [--init=START] [--teacher=RUN]", jax=True)
