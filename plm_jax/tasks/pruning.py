@@ -58,6 +58,7 @@ def pruned_start(task: Any, start: StartingPoint) -> tuple[StartingPoint, dict[s
                        {"train": task.splits["train"]})
     params = layout.to_unscanned(start.params)
     train = task.splits["train"].arrays
+    # the examples: drawn by the seed, from a stream apart from the epochs' orders (epoch_order(seed, epoch))
     order = np.random.default_rng([int(config.seed), 1 << 20]).permutation(len(task.splits["train"]))
     order = order[: int(config.prune.examples)]
     batch_size = int(config.train.eval_batch_size)
