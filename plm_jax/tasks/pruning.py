@@ -51,7 +51,7 @@ def pruned_start(task: Any, start: StartingPoint) -> tuple[StartingPoint, dict[s
     """`start` (a fine-tune of `task`'s kind) with every layer's `prune.heads` most important heads, and the record
     that results.json keeps (importance per layer and head, the heads kept)."""
     config, cfg = task.config, start.model_cfg
-    keep = check(config, start)
+    keep = heads(config)  # checked against `start` by `check`, before the data was read
     # the gates find each layer by its name: measure on the unscanned model
     unscanned_cfg = dataclasses.replace(cfg, scan_layers=False, remat="none")
     probe = type(task)(config, dataclasses.replace(task.info, model_cfg=unscanned_cfg), task.tokenizer, None,
