@@ -234,7 +234,7 @@ def test_bench_measures_the_input_pipeline(tmp_path):
     assert r["pipeline_tokens_per_sec"] > 0 and r["pipeline_over_step"] > 0
 
 
-@pytest.mark.parametrize("arg", ["causal_lm", "mlm", "span_corruption"])
+@pytest.mark.parametrize("arg", ["causal_lm", "mlm", "span_corruption", "mlm,cpu_hour", "span_corruption,cpu_hour"])
 def test_bible_pretraining_configs_agree_with_their_objective_and_document_their_command(arg):
     import importlib.util
 
@@ -245,9 +245,19 @@ def test_bible_pretraining_configs_agree_with_their_objective_and_document_their
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(arg)
-    assert config.objective == arg
-    get_objective(arg, TransformerConfig.from_config(config.model))
+    objective, _, recipe = arg.partition(",")
+    assert config.objective == objective
+    get_objective(objective, TransformerConfig.from_config(config.model))
+    validate(config)
     assert "python launch.py pretrain" in module.__doc__ and "Measured" in module.__doc__
+    plain = module.get_config(objective)
+    if recipe:  # the CPU-hour recipe's settings, on the same shape and corpus
+        assert (config.model.dropout_rate, config.train.lr, config.train.end_lr_fraction) == (0.0, 2e-3, 0.0)
+        assert config.data.mask_rate == (0.3 if objective == "mlm" else plain.data.mask_rate)
+        assert config.model.hidden_size == plain.model.hidden_size and config.data.paths == plain.data.paths
+        assert f"bible.py:{arg}" in module.__doc__
+    with pytest.raises(ValueError, match="<objective>,cpu_hour"):
+        module.get_config(f"{objective},fast")
 
 
 @pytest.mark.parametrize("arg", ["de", "fr"])
