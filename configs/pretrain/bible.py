@@ -12,8 +12,8 @@ r"""Pretraining on the training books' verses (`launch.py bible` writes them), w
 both languages, so that a translation model can start from them (`launch.py finetune --init`). The shapes match
 configs/translate/bible.py, so the MLM encoder drops into the translation model. `,cpu_hour` applies the CPU-hour
 recipe's settings (configs/pretrain/cpu_hour.py: no dropout, one-cycle learning rate to 2e-3, 30% masking for MLM)
-for 900 steps: the recipe's English tokenizer cannot read German, so for translation the recipe runs on this corpus
-and vocabulary instead.
+for 900 steps (the recipe's settings, not its hour: about 12-15 minutes of the machine each). The recipe's English
+tokenizer cannot read German, so for translation its settings run on this corpus and vocabulary instead.
 Measured 2026-11-29 on 2 shared CPU cores (7.6M-parameter models, seq 128, batch 32):
   :causal_lm, --config.train.steps=400: 9.9 min at ~2,900 tokens/s; held-out perplexity 8103 -> 44.1, next-token
     accuracy 0.30. `generate --temperature=0.8 --top_p=0.95` on "In the beginning" -> "of the LORD, and out of his
