@@ -312,3 +312,18 @@ def test_the_prune_sweep_prunes_each_seeds_teacher_and_evaluates_before_the_re_f
 def plan_init(plan, point):
     resolved = plan.stages[next(iter(point.stages.values()))].resolved
     return resolved["init"], resolved["init_layers"]
+
+
+def test_the_gpu_recipe_keeps_the_cpu_hour_corpus_and_settings_in_bert_small_shape():
+    cpu, gpu = load_config("configs/pretrain/cpu_hour.py"), load_config("configs/pretrain/gpu_small.py")
+    validate(gpu)
+    for key in ("source", "tfds_name", "seq_len", "mask_rate", "eval_mask_rate"):
+        assert gpu.data[key] == cpu.data[key], key
+    for key in ("dropout_rate", "attention_dropout_rate", "vocab_size"):
+        assert gpu.model[key] == cpu.model[key], key
+    schedule = (gpu.train.decay, gpu.train.end_lr_fraction, gpu.train.warmup_steps)
+    assert schedule == ("linear", 0.0, gpu.train.steps // 20)
+    shape = TransformerConfig.from_config(gpu.model)
+    assert (shape.num_layers, shape.hidden_size, shape.num_heads, shape.mlp_dim) == (4, 512, 8, 2048)
+    tokens = gpu.train.steps * gpu.train.batch_size * gpu.data.seq_len
+    assert tokens / 1.53e6 < 100  # passes over the 1.53M-token corpus: more would mostly repeat it
