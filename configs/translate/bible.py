@@ -20,7 +20,8 @@ target tokens/s when the machine is otherwise idle; one epoch ~13 min of trainin
 Measured 2026-12-07 on 2 CPU cores, en->de, `--config.train.epochs=1` (one seed, test BLEU / chrF; with --init,
 `--config.model_overrides.dropout_rate=0.1 --config.model_overrides.attention_dropout_rate=0.1`):
   from scratch 0.13 / 5.1 (one verse opening for every input); BERT2BERT from configs/pretrain/bible.py:mlm,cpu_hour
-  8.29 / 26.9; from :span_corruption,cpu_hour 0.65 / 8.3; copying the source 0.21 / 17.6 (docs/benchmarks.md).
+  8.29 / 26.9; from :span_corruption,cpu_hour 0.65 / 8.3; copying the source 0.21 / 17.6; from scratch with
+  `--config.train.epochs=2` 7.34 / 25.9 (docs/benchmarks.md).
 BLEU is sacrebleu `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0`. Two epochs is short: the output is
 fluent Elberfelder-style German that often misses the verse's content; more epochs raise it.
 """
