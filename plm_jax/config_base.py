@@ -88,6 +88,17 @@ def mlm_pretrain_config() -> ml_collections.ConfigDict:
     return pretrain_config("mlm")
 
 
+def cramming_settings(config: ml_collections.ConfigDict, steps: int, lr: float) -> ml_collections.ConfigDict:
+    """The CPU-hour recipe's cramming-style settings (Geiping & Goldstein, 2022), one definition for every config that
+    follows it: no dropout, a one-cycle learning rate (5% linear warmup to `lr`, linear decay to zero), and for MLM
+    30% masking evaluated at 15% (Wettig et al., 2023); span corruption keeps its noise density."""
+    config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+    if config.objective == "mlm":
+        config.data.update(mask_rate=0.3, eval_mask_rate=0.15)
+    config.train.update(steps=steps, lr=lr, warmup_steps=steps // 20, decay="linear", end_lr_fraction=0.0)
+    return config
+
+
 def bench_config(name: str, steps: int) -> ml_collections.ConfigDict:
     """An MLM pretraining config plus the `bench` section that `launch.py bench` reads (perf/bench.py)."""
     config = mlm_pretrain_config()

@@ -250,8 +250,8 @@ def test_bible_pretraining_configs_agree_with_their_objective_and_document_their
     get_objective(objective, TransformerConfig.from_config(config.model))
     validate(config)
     assert "python launch.py pretrain" in module.__doc__ and "Measured" in module.__doc__
-    plain = module.get_config(objective)
     if recipe:  # the CPU-hour recipe's settings, on the same shape and corpus
+        plain = module.get_config(objective)
         assert (config.model.dropout_rate, config.train.lr, config.train.end_lr_fraction) == (0.0, 2e-3, 0.0)
         assert config.data.mask_rate == (0.3 if objective == "mlm" else plain.data.mask_rate)
         assert config.model.hidden_size == plain.model.hidden_size and config.data.paths == plain.data.paths

@@ -28,7 +28,7 @@ perplexity 8917 -> 57.8. Their translation fine-tunes are in configs/translate/b
 
 import ml_collections
 
-from plm_jax.config_base import pretrain_config
+from plm_jax.config_base import cramming_settings, pretrain_config
 
 CPU_HOUR_STEPS = 900
 
@@ -48,15 +48,6 @@ def get_config(arg: str = "causal_lm") -> ml_collections.ConfigDict:
                        num_sentinels=sentinels or 100)
     config.train.update(batch_size=32, steps=1000, lr=1e-3, warmup_steps=100, log_every=20, eval_every=250,
                         eval_batches=8, checkpoint_every=250)
-    if recipe:
-        cpu_hour_settings(config)
+    if recipe:  # configs/pretrain/cpu_hour.py's settings, at its peak learning rate
+        cramming_settings(config, CPU_HOUR_STEPS, lr=2e-3)
     return config
-
-
-def cpu_hour_settings(config: ml_collections.ConfigDict, steps: int = CPU_HOUR_STEPS) -> None:
-    """configs/pretrain/cpu_hour.py's cramming settings on this corpus and shape: no dropout, a one-cycle learning
-    rate to a 2e-3 peak, 30% masking (MLM; span corruption keeps T5's 15% noise)."""
-    config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
-    if config.objective == "mlm":
-        config.data.update(mask_rate=0.3, eval_mask_rate=0.15)
-    config.train.update(steps=steps, lr=2e-3, warmup_steps=steps // 20, decay="linear", end_lr_fraction=0.0)

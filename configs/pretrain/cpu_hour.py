@@ -21,21 +21,16 @@ configs/pretrain/tapt.py continues it on one task's unlabeled text (5 minutes).
 
 import ml_collections
 
-from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.config_base import cramming_settings, mlm_pretrain_config
 
 STEPS = 12_000  # ~55 minutes at the measured ~3.6 steps/s (2026-12-07, 2 CPU cores, one CPU device per core)
 
 
 def get_config(corpus: str = "task") -> ml_collections.ConfigDict:
     config = mlm_pretrain_config()
-    config.model.update(
-        vocab_size=8192, num_layers=4, hidden_size=128, num_heads=2, mlp_dim=512, max_len=128,
-        dropout_rate=0.0, attention_dropout_rate=0.0,
-    )
-    config.data.update(source="tfds", tfds_name=f"plm_offline_mix/{corpus}", tfds_text_feature="text", seq_len=128,
-                       mask_rate=0.3, eval_mask_rate=0.15)
-    config.train.update(
-        batch_size=32, steps=STEPS, lr=2e-3, warmup_steps=STEPS // 20, decay="linear", end_lr_fraction=0.0,
-        log_every=50, eval_every=2000, eval_batches=16, checkpoint_every=1000, keep_checkpoints=2,
-    )
+    config.model.update(vocab_size=8192, num_layers=4, hidden_size=128, num_heads=2, mlp_dim=512, max_len=128)
+    config.data.update(source="tfds", tfds_name=f"plm_offline_mix/{corpus}", tfds_text_feature="text", seq_len=128)
+    config.train.update(batch_size=32, log_every=50, eval_every=2000, eval_batches=16, checkpoint_every=1000,
+                        keep_checkpoints=2)
+    cramming_settings(config, STEPS, lr=2e-3)
     return config

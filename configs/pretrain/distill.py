@@ -19,7 +19,7 @@ The teacher is --config.distill.teacher (or `launch.py pretrain --teacher RUN`);
 
 import ml_collections
 
-from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.config_base import cramming_settings, mlm_pretrain_config
 
 TEACHER = "runs/cpu_hour"
 STEPS = 3_000
@@ -30,15 +30,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         raise ValueError(f"configs/pretrain/distill.py:{arg}: give no argument (distilled), `plain` or `minilm`")
     config = mlm_pretrain_config()
     config.model.update(  # the recipe's width, one layer of its four: a quarter of its encoder FLOPs per token
-        vocab_size=8192, num_layers=1, hidden_size=128, num_heads=2, mlp_dim=512, max_len=128,
-        dropout_rate=0.0, attention_dropout_rate=0.0,
-    )
-    config.data.update(source="tfds", tfds_name="plm_offline_mix/task", tfds_text_feature="text", seq_len=128,
-                       mask_rate=0.3, eval_mask_rate=0.15)
-    config.train.update(
-        batch_size=32, steps=STEPS, lr=2e-3, warmup_steps=STEPS // 20, decay="linear", end_lr_fraction=0.0,
-        log_every=50, eval_every=1000, eval_batches=16, checkpoint_every=1000, keep_checkpoints=2,
-    )
+        vocab_size=8192, num_layers=1, hidden_size=128, num_heads=2, mlp_dim=512, max_len=128)
+    config.data.update(source="tfds", tfds_name="plm_offline_mix/task", tfds_text_feature="text", seq_len=128)
+    config.train.update(batch_size=32, log_every=50, eval_every=1000, eval_batches=16, checkpoint_every=1000,
+                        keep_checkpoints=2)
+    cramming_settings(config, STEPS, lr=2e-3)
     if arg == "plain":
         config.data.tokenizer = f"{TEACHER}/tokenizer.model"
     elif arg == "minilm":

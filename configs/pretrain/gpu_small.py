@@ -23,21 +23,17 @@ this small corpus would mostly repeat it. The machine must hold the corpus's whe
 
 import ml_collections
 
-from plm_jax.config_base import mlm_pretrain_config
+from plm_jax.config_base import cramming_settings, mlm_pretrain_config
 
 STEPS = 6_000
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = mlm_pretrain_config()
-    config.model.update(
-        vocab_size=8192, num_layers=4, hidden_size=512, num_heads=8, mlp_dim=2048, max_len=128,
-        dropout_rate=0.0, attention_dropout_rate=0.0, dtype="bfloat16",
-    )
-    config.data.update(source="tfds", tfds_name="plm_offline_mix/task", tfds_text_feature="text", seq_len=128,
-                       mask_rate=0.3, eval_mask_rate=0.15)
-    config.train.update(
-        batch_size=128, steps=STEPS, lr=1e-3, warmup_steps=STEPS // 20, decay="linear", end_lr_fraction=0.0,
-        log_every=100, eval_every=1000, eval_batches=16, checkpoint_every=1000, keep_checkpoints=2,
-    )
+    config.model.update(vocab_size=8192, num_layers=4, hidden_size=512, num_heads=8, mlp_dim=2048, max_len=128,
+                        dtype="bfloat16")
+    config.data.update(source="tfds", tfds_name="plm_offline_mix/task", tfds_text_feature="text", seq_len=128)
+    config.train.update(batch_size=128, log_every=100, eval_every=1000, eval_batches=16, checkpoint_every=1000,
+                        keep_checkpoints=2)
+    cramming_settings(config, STEPS, lr=1e-3)
     return config
